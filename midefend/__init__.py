@@ -1,0 +1,33 @@
+"""midefend: harden image classifiers against model-inversion attacks, and verify it.
+
+>>> import midefend
+>>> isinstance(midefend.__version__, str)
+True
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import AlreadyHardenedError as AlreadyHardenedError
+from .errors import AttackError as AttackError
+from .errors import CheckpointError as CheckpointError
+from .errors import ConfigError as ConfigError
+from .errors import DataError as DataError
+from .errors import HardenError as HardenError
+from .errors import HeadNotFoundError as HeadNotFoundError
+from .errors import MidefendError as MidefendError
+from .errors import UnsafeCheckpointError as UnsafeCheckpointError
+
+__all__ = [
+    "__version__",
+    "AlreadyHardenedError",
+    "AttackError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "HardenError",
+    "HeadNotFoundError",
+    "MidefendError",
+    "UnsafeCheckpointError",
+]

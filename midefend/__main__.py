@@ -1,0 +1,3 @@
+from midefend.cli import main
+
+main()
