@@ -18,6 +18,9 @@ from .errors import HardenError as HardenError
 from .errors import HeadNotFoundError as HeadNotFoundError
 from .errors import MidefendError as MidefendError
 from .errors import UnsafeCheckpointError as UnsafeCheckpointError
+from .defenses.heads import LowRankTanhHead as LowRankTanhHead
+from .defenses.losses import ConfidenceAdaptationLoss as ConfidenceAdaptationLoss
+from .defenses.losses import confidence_adaptation_loss as confidence_adaptation_loss
 
 __all__ = [
     "__version__",
@@ -30,4 +33,7 @@ __all__ = [
     "HeadNotFoundError",
     "MidefendError",
     "UnsafeCheckpointError",
+    "LowRankTanhHead",
+    "ConfidenceAdaptationLoss",
+    "confidence_adaptation_loss",
 ]
