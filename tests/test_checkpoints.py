@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from midefend.architectures import build_model
+from midefend.defenses.heads import LowRankTanhHead
+from midefend.defenses.surgery import check_hardened, harden
 from midefend.errors import CheckpointError, ConfigError, MidefendError, UnsafeCheckpointError
 from midefend.io import checkpoints as ckpt_module
 from midefend.io import header as header_module
@@ -132,6 +134,32 @@ class TestRoundTrip:
         assert ckpt.path == path
         for key, value in model.state_dict().items():
             assert torch.equal(ckpt.model.state_dict()[key], value), key
+
+    @pytest.mark.parametrize("source", ["timm", "torchvision"])
+    def test_hardened_identical_logits(self, tmp_path, source):
+        spec = SPECS[source]
+        model = make_model(spec)
+        report = harden(model, rank=3)
+        model.train()  # give the new head's BatchNorm non-trivial statistics
+        with torch.no_grad():
+            model(torch.rand(4, *spec["input_size"]))
+        model.eval()
+        path = save_checkpoint(model, tmp_path / "h.safetensors", **spec, defense={"name": "calor", "rank": 3})
+        ckpt = load_checkpoint(path)
+        x = inputs(spec)
+        with torch.no_grad():
+            assert torch.equal(ckpt.model(x), model(x))
+        assert ckpt.hardening == report.to_dict() == model.midefend_hardening
+        assert ckpt.hardening["init"] == "svd"  # the record of how it was made, not of the rebuild
+        assert ckpt.model.midefend_hardening == report.to_dict()
+        assert check_hardened(ckpt.model) == check_hardened(model)
+        assert isinstance(ckpt.model.get_submodule(report.head_paths[0]), LowRankTanhHead)
+        assert read_checkpoint_header(path)["hardening"] == report.to_dict()
+        # Saving the loaded model again keeps the same record and weights.
+        again = load_checkpoint(save_checkpoint(ckpt.model, tmp_path / "again.safetensors", **spec))
+        assert again.hardening == report.to_dict()
+        with torch.no_grad():
+            assert torch.equal(again.model(x), model(x))
 
     def test_no_temp_files_left(self, tmp_path, timm_model):
         save_checkpoint(timm_model, tmp_path / "a.safetensors", **TIMM)
@@ -332,6 +360,12 @@ class TestSaveErrors:
         assert path.read_bytes() == b"previous"
         assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
+    def test_hand_made_low_rank_head_refused(self, tmp_path):
+        model = make_model(TIMM)
+        model.fc = LowRankTanhHead(96, 7, rank=2)
+        with pytest.raises(ConfigError, match=r"model has LowRankTanhHead\(s\) at fc but no model.midefend_hardening record"):
+            save_checkpoint(model, tmp_path / "m.safetensors", **TIMM)
+
     def test_missing_output_folder(self, tmp_path, timm_model):
         with pytest.raises(FileNotFoundError, match=r"output folder '.*missing' does not exist"):
             save_checkpoint(timm_model, tmp_path / "missing" / "m.safetensors", **TIMM)
@@ -469,6 +503,25 @@ class TestLoadErrors:
         _with_metadata(timm_file, tmp_path / "a.safetensors", {METADATA_KEY: json.dumps(meta)})
         with pytest.raises(CheckpointError, match=message):
             load_checkpoint(tmp_path / "a.safetensors")
+
+    @pytest.mark.parametrize(
+        ("change", "message"),
+        [
+            (lambda h: {**h, "heads": [{**h["heads"][0], "path": "nohead"}]}, r"cannot re-create the hardened head\(s\): ResNet has no submodule 'nohead' to harden"),
+            (lambda h: {**h, "rank": 50}, r"cannot re-create the hardened head\(s\): rank must be in \[1, 7\]"),
+            (lambda h: {**h, "activation": "swish"}, r"cannot re-create the hardened head\(s\): activation must be one of"),
+            (lambda h: {k: v for k, v in h.items() if k != "heads"}, r"hardening metadata is malformed \(KeyError: 'heads'\)"),
+        ],
+    )
+    def test_bad_hardening_record(self, tmp_path, change, message):
+        model = make_model(TIMM)
+        harden(model, rank=3)
+        path = save_checkpoint(model, tmp_path / "h.safetensors", **TIMM)
+        meta = _midefend_meta(path)
+        meta["hardening"] = change(meta["hardening"])
+        _with_metadata(path, tmp_path / "bad.safetensors", {METADATA_KEY: json.dumps(meta)})
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(tmp_path / "bad.safetensors")
 
     def test_metadata_missing(self, tmp_path, timm_file):
         _with_metadata(timm_file, tmp_path / "m.safetensors", None)

@@ -143,6 +143,7 @@ def save_checkpoint(
         hardening=getattr(model, "midefend_hardening", None),
         extra=extra,
     )
+    _check_hardening_recorded(model, meta["hardening"])
     tensors = _tensors_for_saving(model)
     _check_finite(tensors, f"model to save to {str(path)!r}")
     reference = _rebuild(meta, device="meta", error=ConfigError, source=None)
@@ -319,6 +320,18 @@ def _check_device(device: Any) -> torch.device:
         raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
 
 
+def _check_hardening_recorded(model: nn.Module, hardening: dict[str, Any] | None) -> None:
+    # A LowRankTanhHead put in by hand cannot be rebuilt: the file would not say where it goes.
+    from ..defenses.surgery import check_hardened
+
+    heads = check_hardened(model)
+    if heads and not hardening:
+        raise ConfigError(
+            f"model has LowRankTanhHead(s) at {', '.join(heads)} but no model.midefend_hardening record, so the "
+            "checkpoint could not rebuild it; create the heads with midefend.harden()"
+        )
+
+
 def _tensors_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     # safetensors refuses tensors that share memory (tied weights), so a second
     # name for the same storage gets its own copy; everything goes to the CPU.
@@ -376,7 +389,7 @@ def _on_device(device: str):
 
 def _apply_hardening(model: nn.Module, hardening: dict[str, Any], *, error: type[MidefendError], where: str) -> None:
     """Re-create the low-rank heads that ``harden()`` recorded (random init; weights come next)."""
-    from ..defenses.surgery import harden
+    from ..defenses.surgery import HARDENING_ATTR, harden
 
     try:
         heads = hardening["heads"]
@@ -395,6 +408,8 @@ def _apply_hardening(model: nn.Module, hardening: dict[str, Any], *, error: type
         raise error(f"{where}cannot re-create the hardened head(s): {exc}") from None
     except (KeyError, TypeError) as exc:
         raise error(f"{where}hardening metadata is malformed ({type(exc).__name__}: {exc})") from None
+    # harden() just recorded init="random"; keep the record of how the saved model was made.
+    setattr(model, HARDENING_ATTR, hardening)
 
 
 def _match_prefixes(tensors: dict[str, torch.Tensor], expected: Mapping[str, Any]) -> dict[str, torch.Tensor]:
