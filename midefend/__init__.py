@@ -18,6 +18,10 @@ from .errors import HardenError as HardenError
 from .errors import HeadNotFoundError as HeadNotFoundError
 from .errors import MidefendError as MidefendError
 from .errors import UnsafeCheckpointError as UnsafeCheckpointError
+from .defenses.erasing import BatchRandomErasing as BatchRandomErasing
+from .defenses.erasing import EraseBoxes as EraseBoxes
+from .defenses.erasing import RandomErasingTransform as RandomErasingTransform
+from .defenses.erasing import random_erase_batch as random_erase_batch
 from .defenses.heads import LowRankTanhHead as LowRankTanhHead
 from .defenses.losses import ConfidenceAdaptationLoss as ConfidenceAdaptationLoss
 from .defenses.losses import confidence_adaptation_loss as confidence_adaptation_loss
@@ -33,6 +37,10 @@ __all__ = [
     "HeadNotFoundError",
     "MidefendError",
     "UnsafeCheckpointError",
+    "BatchRandomErasing",
+    "EraseBoxes",
+    "RandomErasingTransform",
+    "random_erase_batch",
     "LowRankTanhHead",
     "ConfidenceAdaptationLoss",
     "confidence_adaptation_loss",

@@ -1,0 +1,123 @@
+"""Write erased pixels into a ``(B, C, H, W)`` tensor in place, in pure torch (CPU and fallback).
+
+The cost to beat is writing the erased pixels once (``fill_`` on a buffer of that many
+elements). A ``torch.where`` over the whole batch reads and writes every pixel (about 70x that
+floor); a Python loop over samples pays a dispatch per sample. Here the work is done by a few
+``index_fill_``/``index_copy_`` calls on a *window view* of the batch:
+
+    V = x.as_strided((n_offsets, h, w), (1, stride_H, stride_W))
+
+``V[s]`` is the ``h x w`` window whose top-left element sits ``s`` elements after ``x``'s first
+element, so box ``(b, top, left)`` is ``V[b*stride_B + c*stride_C + top*stride_H + left*stride_W]``
+and ``V.index_fill_(0, starts, v)`` writes exactly the pixels of many boxes in one call. A view
+has one window shape, so boxes are grouped by ``(h, w)``: the Python loop runs over distinct box
+shapes (at most a few dozen, independent of the batch size), never over samples. Any strides
+work, so ``channels_last`` batches are erased in their own layout.
+
+>>> import torch
+>>> from midefend.defenses.erasing_params import EraseBoxes, FillSpec
+>>> x = torch.zeros(2, 1, 4, 4)
+>>> boxes = EraseBoxes(*(torch.tensor(v) for v in ([0, 2], [1, 0], [2, 2], [1, 3])), torch.tensor([True, True]))
+>>> int(apply_boxes_(x, boxes, FillSpec((1.0,))).sum())  # 2*1 + 2*3 pixels
+8
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .erasing_params import EraseBoxes, FillSpec
+
+__all__ = ["apply_boxes_", "apply_pixels_", "flat_boxes"]
+
+
+def flat_boxes(boxes: EraseBoxes) -> tuple[torch.Tensor, ...]:
+    """``(sample, top, left, h, w)`` as 1-D tensors over the applied boxes only (patches flattened)."""
+    top, left, h, w = boxes.top, boxes.left, boxes.height, boxes.width
+    sample = torch.arange(boxes.applied.shape[0], device=top.device)
+    if top.dim() == 2:
+        k = top.shape[1]
+        sample = sample.repeat_interleave(k)
+        top, left, h, w = top.reshape(-1), left.reshape(-1), h.reshape(-1), w.reshape(-1)
+        keep = boxes.applied.repeat_interleave(k)
+    else:
+        keep = boxes.applied
+    keep = keep & (h > 0) & (w > 0)
+    return sample[keep], top[keep], left[keep], h[keep], w[keep]
+
+
+def _extent(sizes: tuple[int, ...], strides: tuple[int, ...]) -> int:
+    """Number of storage elements spanned from the first to the last element, inclusive."""
+    return 1 + sum((n - 1) * s for n, s in zip(sizes, strides))
+
+
+def apply_boxes_(
+    x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Erase ``boxes`` from ``x`` (``(B, C, H, W)``, no zero strides) in place and return ``x``."""
+    sample, top, left, h, w = flat_boxes(boxes)
+    if sample.numel() == 0:
+        return x
+    sb, sc, sh, sw = x.stride()
+    channels, height, width = x.shape[1:]
+    total = _extent(tuple(x.shape), (sb, sc, sh, sw))
+    starts = sample * sb + top * sh + left * sw
+    key = h * (width + 1) + w
+    order = torch.argsort(key, stable=True)
+    shapes, counts = torch.unique_consecutive(key[order], return_counts=True)
+    starts = starts[order]
+    uniform = fill.values is not None and len(set(fill.values)) == 1
+    pos = 0
+    for shape_key, count in zip(shapes.tolist(), counts.tolist()):
+        bh, bw = divmod(shape_key, width + 1)
+        group = starts[pos : pos + count]
+        pos += count
+        if uniform:
+            # one value for every channel: the window spans the channels too, one call per shape
+            win = (channels, bh, bw)
+            view = x.as_strided((total - _extent(win, (sc, sh, sw)) + 1, *win), (1, sc, sh, sw))
+            view.index_fill_(0, group, fill.values[0])
+        elif fill.values is not None:
+            view = x.as_strided((total - _extent((bh, bw), (sh, sw)) + 1, bh, bw), (1, sh, sw))
+            for c, v in enumerate(fill.values):
+                view.index_fill_(0, group + c * sc, v)
+        else:
+            win = (channels, bh, bw)
+            view = x.as_strided((total - _extent(win, (sc, sh, sw)) + 1, *win), (1, sc, sh, sw))
+            view.index_copy_(0, group, _random_fill((count, channels, bh, bw), fill, x, generator))
+    return x
+
+
+def _random_fill(shape: tuple[int, ...], fill: FillSpec, like: torch.Tensor, generator) -> torch.Tensor:
+    """Uniform noise per pixel in ``[low_c, high_c)`` per channel (dim 1), in ``like``'s dtype."""
+    u = torch.rand(shape, generator=generator, device=like.device, dtype=torch.float32)
+    view = (1, -1) + (1,) * (len(shape) - 2)
+    low = torch.tensor(fill.random_low, device=like.device).view(view)
+    high = torch.tensor(fill.random_high, device=like.device).view(view)
+    values = low + (high - low) * u
+    if like.dtype == torch.uint8:
+        values = values.floor().clamp_(0, 255)
+    return values.to(like.dtype)
+
+
+def apply_pixels_(
+    x: torch.Tensor,
+    fraction: torch.Tensor,
+    applied: torch.Tensor,
+    fill: FillSpec,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Erase each pixel (all channels together) of sample b with probability ``fraction[b]``, in place.
+
+    The random-pixels ablation of the MIDRE paper (D.1). Every pixel is decided, so this path
+    reads the whole batch; it exists for the ablation, not for speed.
+    """
+    batch, channels, height, width = x.shape
+    u = torch.rand(batch, 1, height, width, generator=generator, device=x.device, dtype=torch.float32)
+    mask = (u < fraction.to(torch.float32).view(-1, 1, 1, 1)) & applied.view(-1, 1, 1, 1)
+    if fill.values is not None:
+        for c, v in enumerate(fill.values):
+            x[:, c : c + 1].masked_fill_(mask, v)
+        return x
+    noise = _random_fill((batch, channels, height, width), fill, x, generator)
+    return x.copy_(torch.where(mask, noise, x))
