@@ -25,6 +25,9 @@ from .defenses.erasing import random_erase_batch as random_erase_batch
 from .defenses.heads import LowRankTanhHead as LowRankTanhHead
 from .defenses.losses import ConfidenceAdaptationLoss as ConfidenceAdaptationLoss
 from .defenses.losses import confidence_adaptation_loss as confidence_adaptation_loss
+from .defenses.surgery import HardenReport as HardenReport
+from .defenses.surgery import check_hardened as check_hardened
+from .defenses.surgery import harden as harden
 
 __all__ = [
     "__version__",
@@ -44,4 +47,7 @@ __all__ = [
     "LowRankTanhHead",
     "ConfidenceAdaptationLoss",
     "confidence_adaptation_loss",
+    "HardenReport",
+    "check_hardened",
+    "harden",
 ]

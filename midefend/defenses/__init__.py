@@ -7,6 +7,10 @@ from .erasing import random_erase_batch as random_erase_batch
 from .heads import LowRankTanhHead as LowRankTanhHead
 from .losses import ConfidenceAdaptationLoss as ConfidenceAdaptationLoss
 from .losses import confidence_adaptation_loss as confidence_adaptation_loss
+from .surgery import HardenReport as HardenReport
+from .surgery import HeadReplacement as HeadReplacement
+from .surgery import check_hardened as check_hardened
+from .surgery import harden as harden
 
 __all__ = [
     "BatchRandomErasing",
@@ -16,4 +20,8 @@ __all__ = [
     "ConfidenceAdaptationLoss",
     "LowRankTanhHead",
     "confidence_adaptation_loss",
+    "HardenReport",
+    "HeadReplacement",
+    "check_hardened",
+    "harden",
 ]
