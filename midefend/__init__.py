@@ -28,6 +28,11 @@ from .defenses.losses import confidence_adaptation_loss as confidence_adaptation
 from .defenses.surgery import HardenReport as HardenReport
 from .defenses.surgery import check_hardened as check_hardened
 from .defenses.surgery import harden as harden
+from .io.checkpoints import Checkpoint as Checkpoint
+from .io.checkpoints import load_checkpoint as load_checkpoint
+from .io.checkpoints import read_checkpoint_header as read_checkpoint_header
+from .io.checkpoints import save_checkpoint as save_checkpoint
+from .io.legacy import import_research_checkpoint as import_research_checkpoint
 
 __all__ = [
     "__version__",
@@ -50,4 +55,9 @@ __all__ = [
     "HardenReport",
     "check_hardened",
     "harden",
+    "Checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_header",
+    "save_checkpoint",
+    "import_research_checkpoint",
 ]
