@@ -1,0 +1,91 @@
+"""Load an ImageFolder-style tree: one subfolder per class, images inside.
+
+::
+
+    root/
+      alice/  1.png 2.png ...
+      bob/    1.png 2.png ...
+
+Class names are the subfolder names in natural order (``s2`` before ``s10``),
+and the label of a class is its position in that order, as in torchvision's
+``ImageFolder``. Hidden folders (``.git``) and files that are not images are
+ignored. Every failure is a one-line :class:`~midefend.errors.DataError`:
+a missing folder, a folder with fewer than two classes, a class without
+images, an image Pillow cannot read.
+
+>>> import tempfile, pathlib
+>>> from PIL import Image
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> for person in ("ann", "bob"):
+...     (root / person).mkdir()
+...     for i in range(3):
+...         Image.new("L", (40, 50), color=30 * i).save(root / person / f"{i}.png")
+>>> data = load_image_folder(root, size=16, channels=1)
+>>> data.classes, tuple(data.images.shape), data.labels.tolist()
+(['ann', 'bob'], (6, 1, 16, 16), [0, 0, 0, 1, 1, 1])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from .datasets import ClassificationData, check_num_classes
+from .images import check_size_channels, list_images, natural_key, read_image
+
+
+def find_classes(root: str | Path) -> list[Path]:
+    """The class subfolders of ``root`` in natural order (errors if ``root`` is not a folder)."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data folder {root} is not a folder")
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    check_num_classes([p.name for p in folders], f"{root} (expected one subfolder per class)")
+    return folders
+
+
+def load_image_folder(
+    root: str | Path,
+    *,
+    size: int,
+    channels: int = 3,
+    box: tuple[int, int, int, int] | None = None,
+    name: str | None = None,
+) -> ClassificationData:
+    """Read every image under ``root/<class>/`` into one :class:`ClassificationData`.
+
+    ``size`` and ``channels`` (1 grey, 3 RGB) fix the output shape
+    ``(N, channels, size, size)``; ``box`` crops every image the same way
+    before resizing (default: the centred square, see
+    :func:`~midefend.data.images.read_image`). Split it with
+    :meth:`ClassificationData.split`.
+    """
+    check_size_channels(size, channels)
+    root = Path(root)
+    folders = find_classes(root)
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    for label, folder in enumerate(folders):
+        files = list_images(folder)
+        if not files:
+            raise DataError(f"class folder {folder} contains no images")
+        for path in files:
+            images.append(read_image(path, size=size, channels=channels, box=box))
+            labels.append(label)
+    info = {"source": str(root.resolve()), "size": size, "channels": channels}
+    if box is not None:
+        info["box"] = list(box)
+    return ClassificationData(
+        torch.stack(images),
+        torch.tensor(labels, dtype=torch.long),
+        [p.name for p in folders],
+        name=name or root.name,
+        info=info,
+    )
+
+
+__all__ = ["find_classes", "load_image_folder"]
