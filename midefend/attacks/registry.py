@@ -1,0 +1,68 @@
+"""Attack registry: attacks register under a name, the CLI and ``run_attack`` look them up.
+
+Shaped like torchvision's model registry: registering a name twice is an error,
+and :func:`list_attacks` filters with shell-style patterns.
+
+>>> "ppa" in list_attacks()
+True
+>>> get_attack("ppa").__name__
+'PPAAttack'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .base import Attack
+
+A = TypeVar("A", bound="type[Attack]")
+
+_ATTACKS: dict[str, type[Attack]] = {}
+
+
+def register_attack(name: str) -> Callable[[A], A]:
+    """Class decorator: register an :class:`~midefend.attacks.base.Attack` subclass as ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"attack name must be a non-empty string, got {name!r}")
+
+    def decorator(cls: A) -> A:
+        if name in _ATTACKS:
+            raise ConfigError(f"attack {name!r} is already registered (by {_ATTACKS[name].__name__})")
+        cls.name = name
+        _ATTACKS[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_attacks(include: str | list[str] | None = None, exclude: str | list[str] | None = None) -> list[str]:
+    """Sorted names of the registered attacks, optionally filtered by ``fnmatch`` patterns."""
+    _load_builtin()
+    names = sorted(_ATTACKS)
+    if include is not None:
+        patterns = [include] if isinstance(include, str) else list(include)
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
+    if exclude is not None:
+        patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+        names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns)]
+    return names
+
+
+def get_attack(name: str) -> type[Attack]:
+    """The attack class registered as ``name`` (:class:`ConfigError` naming the known ones otherwise)."""
+    _load_builtin()
+    if name not in _ATTACKS:
+        raise ConfigError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(_ATTACKS))}")
+    return _ATTACKS[name]
+
+
+def _load_builtin() -> None:
+    # The built-in attacks register themselves when their modules are imported.
+    from . import gmi, miface, ppa  # noqa: F401
+
+
+__all__ = ["get_attack", "list_attacks", "register_attack"]

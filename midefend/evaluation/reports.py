@@ -1,0 +1,219 @@
+"""Reports a person can read and look at: JSON, Markdown and a PNG grid; the comparison table.
+
+``midefend verify`` writes three files into its output folder, each atomically
+(temporary file, then rename — a crash never leaves a half-written report):
+
+- ``report.json``: everything (settings, metrics, per-class rows), machine-readable;
+- ``report.md``: the same as a short Markdown summary;
+- ``grid.png``: one row per attacked class — a private image of the class,
+  then its reconstructions, best first.
+
+``midefend compare`` turns several reports into one table in the papers'
+layout — Acc, AttAcc@1, AttAcc@5, KNN, FID, Δ — the first report being the
+undefended (NoDef) reference of Δ.
+
+>>> row = {"name": "nodef", "accuracy": 0.95, "attack_acc_top1": 0.6, "attack_acc_top1_std": 0.2,
+...        "attack_acc_top5": 0.9, "attack_acc_top5_std": 0.1, "knn_distance": 120.0, "fid": 35.0, "delta": None}
+>>> print(render_comparison_markdown([row]).splitlines()[2])
+| nodef | 95.0 | 60.0 ± 20.0 | 90.0 ± 10.0 | 120.00 | 35.0 | – |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import ConfigError
+from ..io.atomic import atomic_write, atomic_write_text
+from .metrics import tradeoff_delta
+
+REPORT_FORMAT = "midefend-verify-report"
+REPORT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- one report
+
+
+def _pct(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "–"
+    text = f"{100 * value:.1f}"
+    return f"{text} ± {100 * std:.1f}" if std is not None else text
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """A short Markdown summary of a verify report (the content of ``report.md``)."""
+    m, target, attack = report["metrics"], report.get("target", {}), report.get("attack", {})
+    lines = [
+        f"# midefend verify: {target.get('name', 'target')}",
+        "",
+        f"- target: `{target.get('path', '?')}` ({target.get('arch', '?')}, defense: {target.get('defense') or 'none'})",
+        f"- evaluation model: `{report.get('eval_model', {}).get('path', '?')}` ({report.get('eval_model', {}).get('arch', '?')})",
+        f"- prior: {(report.get('prior') or {}).get('name', 'none')}",
+        f"- attack: {attack.get('attack', '?')} (loss {attack.get('loss', '?')}, {attack.get('per_class', '?')} per class "
+        f"from {attack.get('candidates', '?')} candidates, {attack.get('steps', '?')} steps, seed {attack.get('seed', '?')})",
+        f"- classes attacked: {len(m.get('per_class', []))}; wall time {_num(report.get('timing', {}).get('total_seconds'), 1)} s",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| natural accuracy (%) | {_pct(m.get('accuracy'))} |",
+        f"| attack accuracy @1, eval model (%) | {_pct(m['attack_acc_top1'], m['attack_acc_top1_std'])} |",
+        f"| attack accuracy @5, eval model (%) | {_pct(m['attack_acc_top5'], m['attack_acc_top5_std'])} |",
+        f"| KNN distance (eval features) | {_num(m['knn_distance'], 2)} |",
+        f"| FID (eval features) | {_num(m['fid'], 1)} |",
+        f"| target's own accuracy on reconstructions (%) | {_pct(m.get('target_acc_top1'))} |",
+        f"| target's mean confidence on reconstructions | {_num(m.get('target_confidence_mean'), 3)} |",
+        "",
+        "A low attack accuracy together with a low *target* accuracy on the reconstructions means the",
+        "optimisation failed, not that the identity is hidden: compare models by their strongest attack.",
+        "",
+    ]
+    if report.get("files", {}).get("grid"):
+        lines += [f"![reconstructions]({Path(report['files']['grid']).name})", "", "Each row: a private image, then its reconstructions.", ""]
+    return "\n".join(lines)
+
+
+def save_grid(path: str | Path, private: torch.Tensor, reconstructions: torch.Tensor, *, padding: int = 2) -> Path:
+    """Write a PNG: row ``i`` = ``private[i]`` then ``reconstructions[i, 0..K-1]``.
+
+    Args:
+        private: ``(N, C, H, W)`` in ``[0, 1]``, one private image per class.
+        reconstructions: ``(N, K, C, H, W)`` in ``[0, 1]`` (same ``C, H, W``).
+    """
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    if reconstructions.ndim != 5 or private.ndim != 4 or private.shape[0] != reconstructions.shape[0]:
+        raise ConfigError(f"grid needs private (N, C, H, W) and reconstructions (N, K, C, H, W), got {tuple(private.shape)} and {tuple(reconstructions.shape)}")
+    if private.shape[1:] != reconstructions.shape[2:]:
+        raise ConfigError(f"private images {tuple(private.shape[1:])} and reconstructions {tuple(reconstructions.shape[2:])} differ in shape")
+    n, k = reconstructions.shape[:2]
+    rows = torch.cat([private[:, None].float().cpu(), reconstructions.float().cpu()], dim=1)  # (N, K+1, C, H, W)
+    grid = make_grid(rows.reshape(n * (k + 1), *rows.shape[2:]).clamp(0, 1), nrow=k + 1, padding=padding, pad_value=1.0)
+    array = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    with atomic_write(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+    return Path(path)
+
+
+def write_report(
+    out_dir: str | Path,
+    report: dict[str, Any],
+    *,
+    private: torch.Tensor | None = None,
+    reconstructions: torch.Tensor | None = None,
+) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and (given the images) ``grid.png`` into ``out_dir``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "report.json", "markdown": out / "report.md"}
+    if private is not None and reconstructions is not None:
+        paths["grid"] = save_grid(out / "grid.png", private, reconstructions)
+    full = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report, "files": {k: str(v) for k, v in paths.items()}}
+    atomic_write_text(paths["markdown"], render_markdown(full))
+    atomic_write_text(paths["json"], json.dumps(full, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    return paths
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a ``report.json`` written by :func:`write_report` (a folder holding one works too)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    try:
+        report = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"report {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"report {str(p)!r} is not readable JSON: {exc}") from None
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT or "metrics" not in report:
+        raise ConfigError(f"{str(p)!r} is not a midefend verify report")
+    return report
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One row per report with Δ against the first (NoDef) report; see :func:`tradeoff_delta`."""
+    if len(reports) < 1:
+        raise ConfigError("compare needs at least one report")
+    names = list(names) if names is not None else [r.get("target", {}).get("name", f"model{i}") for i, r in enumerate(reports)]
+    ref = reports[0]["metrics"]
+    rows = []
+    for i, (name, report) in enumerate(zip(names, reports)):
+        m = report["metrics"]
+        delta: float | str | None = None
+        if i > 0 and None not in (ref.get("accuracy"), m.get("accuracy")):
+            delta = tradeoff_delta(
+                acc_nodef=ref["accuracy"], attack_nodef=ref["attack_acc_top1"], acc_def=m["accuracy"], attack_def=m["attack_acc_top1"]
+            )
+        rows.append(
+            {
+                "name": name,
+                "defense": report.get("target", {}).get("defense"),
+                **{key: m.get(key) for key in ("accuracy", "attack_acc_top1", "attack_acc_top1_std", "attack_acc_top5", "attack_acc_top5_std", "knn_distance", "fid", "target_acc_top1")},
+                "delta": delta,
+            }
+        )
+    return rows
+
+
+def _delta_text(delta: float | str | None) -> str:
+    if delta is None:
+        return "–"
+    return delta if isinstance(delta, str) else f"{delta:.2f}"
+
+
+COMPARISON_HEADER = ("model", "Acc (%)", "AttAcc@1 (%)", "AttAcc@5 (%)", "KNN", "FID", "Δ")
+
+
+def comparison_cells(row: dict[str, Any]) -> list[str]:
+    """The table cells of one row, in :data:`COMPARISON_HEADER` order."""
+    return [
+        str(row["name"]),
+        _pct(row.get("accuracy")),
+        _pct(row["attack_acc_top1"], row.get("attack_acc_top1_std")),
+        _pct(row["attack_acc_top5"], row.get("attack_acc_top5_std")),
+        _num(row.get("knn_distance"), 2),
+        _num(row.get("fid"), 1),
+        _delta_text(row.get("delta")),
+    ]
+
+
+def render_comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (Δ against the first row; "OP": no accuracy lost)."""
+    lines = ["| " + " | ".join(COMPARISON_HEADER) + " |", "|" + "---|" * len(COMPARISON_HEADER)]
+    lines += ["| " + " | ".join(comparison_cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(out_dir: str | Path, rows: Sequence[dict[str, Any]]) -> dict[str, Path]:
+    """Write ``compare.json`` and ``compare.md`` into ``out_dir`` (atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "compare.json", "markdown": out / "compare.md"}
+    atomic_write_text(paths["json"], json.dumps({"format": "midefend-comparison", "rows": list(rows)}, indent=2) + "\n")
+    atomic_write_text(paths["markdown"], render_comparison_markdown(rows))
+    return paths
+
+
+__all__ = [
+    "COMPARISON_HEADER",
+    "comparison_cells",
+    "comparison_rows",
+    "load_report",
+    "render_comparison_markdown",
+    "render_markdown",
+    "save_grid",
+    "write_comparison",
+    "write_report",
+]
