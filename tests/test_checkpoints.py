@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
+from conftest import devices
 from midefend.architectures import build_model
 from midefend.defenses.heads import LowRankTanhHead
 from midefend.defenses.surgery import check_hardened, harden
@@ -160,6 +161,18 @@ class TestRoundTrip:
         assert again.hardening == report.to_dict()
         with torch.no_grad():
             assert torch.equal(again.model(x), model(x))
+
+    @pytest.mark.parametrize("save_device", devices())
+    @pytest.mark.parametrize("load_device", devices())
+    def test_devices(self, tmp_path, save_device, load_device):
+        model = make_model(TIMM).to(save_device)
+        path = save_checkpoint(model, tmp_path / "m.safetensors", **TIMM)
+        ckpt = load_checkpoint(path, device=load_device)
+        assert {p.device.type for p in ckpt.model.parameters()} == {load_device}
+        x = inputs(TIMM)
+        with torch.no_grad():
+            expected = model(x.to(save_device)).cpu()
+            torch.testing.assert_close(ckpt.model(x.to(load_device)).cpu(), expected, rtol=1e-4, atol=1e-5)
 
     def test_no_temp_files_left(self, tmp_path, timm_model):
         save_checkpoint(timm_model, tmp_path / "a.safetensors", **TIMM)
@@ -577,6 +590,11 @@ class TestLoadErrors:
     def test_bad_arguments(self, timm_file, kwargs, message):
         with pytest.raises(ConfigError, match=message):
             load_checkpoint(timm_file, **kwargs)
+
+    def test_cuda_unavailable(self, timm_file, monkeypatch):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        with pytest.raises(ConfigError, match=r"device 'cuda:1' is not available \(no CUDA device found\)"):
+            load_checkpoint(timm_file, device="cuda:1")
 
 
 class _Payload:

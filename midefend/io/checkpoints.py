@@ -304,7 +304,7 @@ def unwrap_model(model: Any) -> Any:
     while True:
         if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             model = model.module
-        elif type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
             model = model._orig_mod
         else:
             return model
@@ -315,9 +315,20 @@ def unwrap_model(model: Any) -> Any:
 
 def _check_device(device: Any) -> torch.device:
     try:
-        return torch.device(device)
+        device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+    # Fail before reading and rebuilding anything (a CUDA build without a driver raises on query).
+    if device.type == "cuda" and not _cuda_available():
+        raise ConfigError(f"device {str(device)!r} is not available (no CUDA device found)")
+    return device
+
+
+def _cuda_available() -> bool:
+    try:
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - a CUDA build on a machine without a driver
+        return False
 
 
 def _check_hardening_recorded(model: nn.Module, hardening: dict[str, Any] | None) -> None:
