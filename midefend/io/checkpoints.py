@@ -30,6 +30,7 @@ explicit, ``weights_only`` import of research checkpoints).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -179,12 +180,7 @@ def read_checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     header = read_safetensors_header(path)
     meta = decode_metadata(header.metadata, name=str(path))
     tensors = {name: {"dtype": info.dtype, "shape": list(info.shape)} for name, info in header.tensors.items()}
-    num_parameters = 0
-    for info in header.tensors.values():
-        count = 1
-        for dim in info.shape:
-            count *= dim
-        num_parameters += count
+    num_parameters = sum(math.prod(info.shape) for info in header.tensors.values())
     return {
         **meta,
         "path": str(path),

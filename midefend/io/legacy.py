@@ -75,7 +75,7 @@ def load_pickled_state_dict(path: str | os.PathLike[str], *, key: str | None = N
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "refused"
+        reason = _unpickler_reason(str(exc))
         raise UnsafeCheckpointError(
             f"checkpoint {name!r} holds objects other than tensors, which torch.load(weights_only=True) refuses "
             f"to unpickle (nothing was executed): {reason}"
@@ -159,6 +159,15 @@ def import_research_checkpoint(
         tensors, found = _read_tensors(path), None
     meta["extra"] = {**(meta["extra"] or {}), "imported_from": Path(name).name, "state_dict_key": found}
     return restore_checkpoint(tensors, meta, device=device, path=Path(path))
+
+
+def _unpickler_reason(message: str) -> str:
+    """The informative sentence of torch's long weights_only error (e.g. "Unsupported global: GLOBAL exec ...")."""
+    for line in message.splitlines():
+        if "WeightsUnpickler error:" in line:
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else "refused"
 
 
 def _find_state_dict(obj: Any, *, key: str | None, name: str) -> tuple[dict[str, torch.Tensor], str | None]:
