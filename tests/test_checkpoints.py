@@ -140,7 +140,7 @@ class TestRoundTrip:
     def test_hardened_identical_logits(self, tmp_path, source):
         spec = SPECS[source]
         model = make_model(spec)
-        report = harden(model, rank=3)
+        report = harden(model, rank=3, calibration=torch.rand(8, *spec["input_size"]))
         model.train()  # give the new head's BatchNorm non-trivial statistics
         with torch.no_grad():
             model(torch.rand(4, *spec["input_size"]))
@@ -528,7 +528,7 @@ class TestLoadErrors:
     )
     def test_bad_hardening_record(self, tmp_path, change, message):
         model = make_model(TIMM)
-        harden(model, rank=3)
+        harden(model, rank=3, init="random")
         path = save_checkpoint(model, tmp_path / "h.safetensors", **TIMM)
         meta = _midefend_meta(path)
         meta["hardening"] = change(meta["hardening"])

@@ -165,6 +165,9 @@ class TestHarden:
         # Linear(96, 7): 96*7 + 7 = 679; BN(96) 192 + Linear(96, 2) 194 + Linear(2, 7) 21 = 407.
         assert "fc: 96 features -> 7 classes, now rank 2: 679 -> 407 parameters" in result.stdout
         assert f"wrote {tmp_path / 'h.safetensors'}" in result.stdout
+        # harden()'s warning about the missing calibration data becomes a one-line note on stderr.
+        notes = result.stderr.strip().splitlines()
+        assert len(notes) == 1 and notes[0].startswith("note: ") and "calibration" in notes[0]
 
     @pytest.mark.parametrize(
         ("options", "expected"),

@@ -15,6 +15,7 @@ CALoR's fine-tune (``midefend train --defense calor --init OUT``) to be a defens
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -22,7 +23,7 @@ import typer
 from rich.table import Table
 
 from ..errors import AlreadyHardenedError, ConfigError
-from ._common import app, console, handle_errors
+from ._common import app, console, err_console, handle_errors
 
 __all__ = ["harden_command", "inspect_command"]
 
@@ -82,12 +83,17 @@ def harden_command(
     ckpt = load_checkpoint(src)
     before = _head_parameters(ckpt.model, head)
     try:
-        report = harden(
-            ckpt.model, rank=rank, activation=activation, norm=norm, init=init, head=head, allow_rehardening=reharden
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            # Shown as one-line notes below instead of Python's two-line warning format.
+            warnings.simplefilter("always", UserWarning)
+            report = harden(
+                ckpt.model, rank=rank, activation=activation, norm=norm, init=init, head=head, allow_rehardening=reharden
+            )
     except AlreadyHardenedError as exc:
         # The library's hint names the Python argument; name the CLI flags instead.
         raise AlreadyHardenedError(f"{str(exc).split(';')[0]}; pass --reharden --init random to replace it") from None
+    for warning in caught:
+        err_console.print(f"[yellow]note:[/] {warning.message}", highlight=False, soft_wrap=True)
     hardened = report.model
     after = {path: _count(hardened.get_submodule(path)) for path in report.head_paths}
     save_checkpoint(
