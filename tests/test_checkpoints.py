@@ -734,6 +734,34 @@ class TestPickle:
             import_research_checkpoint(pickled, **{**TIMM, **kwargs})
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+class TestSchemaFuzz:
+    """Any JSON in the metadata is either a valid schema or a CheckpointError naming the file."""
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        fields=st.dictionaries(
+            st.sampled_from(sorted(schema_module._FIELDS) + ["other"]), JSON_VALUES, max_size=len(schema_module._FIELDS) + 1
+        ),
+        base=st.booleans(),
+    )
+    def test_arbitrary_metadata(self, fields, base):
+        meta = {**make_metadata(**TIMM), **fields} if base else fields
+        try:
+            out = schema_module.decode_metadata({METADATA_KEY: json.dumps(meta)}, name="f.safetensors")
+        except CheckpointError as exc:
+            assert str(exc).startswith("checkpoint 'f.safetensors': ")
+        else:
+            assert out["format_version"] == 1 and out["num_classes"] >= 1
+            assert len(out["mean"]) == len(out["std"]) == out["input_size"][0]
+
+
 class TestFuzz:
     """Arbitrary damage to a valid file ends in a MidefendError (or a clean load), never anything else."""
 
