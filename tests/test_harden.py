@@ -15,6 +15,10 @@ from midefend import AlreadyHardenedError, ConfigError, HardenError, HeadNotFoun
 from midefend.defenses.surgery import HARDENING_ATTR, HardenReport, check_hardened, harden
 
 
+# The data-free warm start warns (tested in TestSvdWarmStart); most tests here do not calibrate.
+pytestmark = pytest.mark.filterwarnings("ignore:harden\\(init='svd'\\) without calibration data")
+
+
 def _resnet(num_classes: int = 10) -> nn.Module:
     return torchvision.models.resnet18(num_classes=num_classes)
 
@@ -266,6 +270,14 @@ class TestSvdWarmStart:
         with torch.no_grad():
             assert _relative_rms(hardened(x), reference) < 0.03
             assert _relative_rms(hardened(x_new), model(x_new)) < 0.03
+
+    def test_warns_without_calibration(self):
+        with pytest.warns(UserWarning, match=r"harden\(init='svd'\) without calibration data for fc: the warm start assumes standardised"):
+            harden(_resnet(10), rank=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            harden(_resnet(10), rank=4, init="random")
+            harden(_resnet(10), rank=4, calibration=torch.randn(4, 3, 32, 32))
 
     def test_calibration_sets_batchnorm_statistics(self):
         model = _resnet(10).eval()

@@ -18,6 +18,8 @@ from midefend import HeadNotFoundError, LowRankTanhHead
 from midefend.defenses.head_locations import find_head_paths
 from midefend.defenses.surgery import check_hardened, harden
 
+pytestmark = pytest.mark.filterwarnings("ignore:harden\\(init='svd'\\) without calibration data")
+
 NUM_CLASSES = 7
 RANK = 4
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy as copy_module
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,10 +157,8 @@ def _capture_head_inputs(model: nn.Module, heads: dict[str, nn.Linear], calibrat
         for handle in hooks:
             handle.remove()
         model.train(was_training)
-    missing = [path for path, parts in captured.items() if not parts]
-    if missing:
-        # e.g. auxiliary heads, which only run in train mode: they fall back to the data-free warm start.
-        logger.info("calibration did not reach head(s) %s; their warm start assumes standardised features", missing)
+    # Heads the calibration did not reach (auxiliary heads run only in train mode) are left
+    # out; harden() warns that their warm start is data-free.
     return {path: torch.cat(parts) for path, parts in captured.items() if parts}
 
 
@@ -200,7 +199,8 @@ def harden(
         calibration: optional input batch (or list of batches) for the SVD warm
             start: the heads' inputs on it set BatchNorm's statistics and the
             activation's scale (see ``from_linear``). Without it the warm start
-            assumes standardised features.
+            assumes standardised features, which trained features rarely are,
+            and a ``UserWarning`` says so.
         linear_range: RMS of the activation's input at the warm start (``from_linear``).
 
     Returns:
@@ -267,6 +267,16 @@ def harden(
     features: dict[str, torch.Tensor] = {}
     if calibration is not None and init == "svd":
         features = _capture_head_inputs(root, plan, calibration)
+    uncalibrated = [path for path in plan if init == "svd" and path not in features]
+    if uncalibrated:
+        # Trained features are rarely standardised: a larger scale saturates tanh and the warm start
+        # drifts (measured on a trained MLP: 0.9% logit error with calibration, 22% without).
+        warnings.warn(
+            f"harden(init='svd') without calibration data for {', '.join(uncalibrated)}: the warm start assumes "
+            "standardised features; pass calibration=<a batch of training inputs> for a close warm start",
+            UserWarning,
+            stacklevel=2,
+        )
 
     replaced = []
     for path, old in plan.items():
