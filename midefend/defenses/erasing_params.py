@@ -213,8 +213,8 @@ def fill_spec(
     tensor normalised with ``Normalize(0.5, 0.5)``. For ``uint8`` tensors values are scaled by
     255 and rounded. ``"random"`` is uniform in [0, 1) per pixel and channel (paper D.2).
 
-    >>> fill_spec("mean", ((0.5,), (0.5,)), 3, torch.float32).values
-    (-0.03, -0.08799999999999997, -0.18799999999999994)
+    >>> [round(v, 3) for v in fill_spec("mean", ((0.5,), (0.5,)), 3, torch.float32).values]
+    [-0.03, -0.088, -0.188]
     """
     if value == "mean":
         if channels == 3:
@@ -246,7 +246,8 @@ def fill_spec(
         if pixel is not None:
             scaled = tuple(round(v * 255) for v in pixel)
             if any(not 0 <= v <= 255 for v in scaled):
-                raise ConfigError(f"value must lie in [0, 1] for a uint8 input (it is scaled by 255), got {value!r}")
+                shown = value[0] if len(value) == 1 else value
+                raise ConfigError(f"value must lie in [0, 1] for a uint8 input (it is scaled by 255), got {shown!r}")
             pixel = tuple(float(v) for v in scaled)
         low, high = (0.0,) * channels, (256.0,) * channels
     return FillSpec(pixel, low, high)

@@ -156,6 +156,15 @@ def _pad4(values: tuple[float, ...]) -> tuple[float, float, float, float]:
     return tuple(v) + (v[-1],) * (MAX_FILL_CHANNELS - len(v))  # type: ignore[return-value]
 
 
+def _as_stored(values: tuple[float, ...], dtype: torch.dtype) -> tuple[float, ...]:
+    """The fill values rounded to ``dtype`` once, on the host, exactly as torch rounds them.
+
+    float16/bfloat16 numbers are exact in float32, so the kernel's own downcast cannot round
+    them differently (the Triton interpreter truncates to bfloat16 instead of rounding).
+    """
+    return tuple(torch.tensor(values, dtype=torch.float64).to(dtype).double().tolist())
+
+
 def erase_triton_(
     x: torch.Tensor,
     fill: FillSpec,
@@ -184,7 +193,7 @@ def erase_triton_(
         applied = boxes.applied.repeat_interleave(k) if k > 1 else boxes.applied
         fields = (boxes.top, boxes.left, boxes.height, boxes.width)
         buf = torch.stack([f.reshape(-1) for f in fields] + [applied]).to(device=x.device, dtype=torch.int32)
-    values = _pad4(fill.values) if fill.values is not None else (0.0,) * 4
+    values = _pad4(_as_stored(fill.values, x.dtype)) if fill.values is not None else (0.0,) * 4
     low = _pad4(fill.random_low) if fill.values is None else (0.0,) * 4
     high = _pad4(fill.random_high) if fill.values is None else (1.0,) * 4
     block_w = min(triton.next_power_of_2(width), 64)

@@ -1,0 +1,139 @@
+"""The fused Triton erasing kernel against the torch path.
+
+Without a GPU the kernel's logic runs on the CPU under ``TRITON_INTERPRET=1``. Triton reads that
+variable when it is imported, so the checks run in one fresh subprocess (``CHECKS`` below) that
+reports each check's outcome as JSON; every check is then one pytest case. With a GPU, the
+``cuda`` cases run the compiled kernel and count its launches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+
+from midefend import EraseBoxes, random_erase_batch
+from midefend.defenses.erasing_triton import HAVE_TRITON
+
+pytestmark = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
+
+
+def _replay_equal(device, shape, dtype, channels_last=False, **kw):
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(dtype)
+    if dtype == torch.uint8:
+        x = torch.randint(0, 256, shape, dtype=torch.uint8)
+    x = x.to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    want, boxes = random_erase_batch(x, return_boxes=True, backend="torch", **kw)
+    got = random_erase_batch(x, boxes=boxes, backend="triton", **kw)
+    assert got.dtype == dtype and got.stride() == want.stride()
+    assert torch.equal(got, want), (got != want).sum()
+
+
+def check_replay_float32(device):
+    _replay_equal(device, (6, 3, 20, 17), torch.float32, p=0.7, scale=(0.02, 0.8), ratio=(0.3, 3.3))
+
+
+def check_replay_bfloat16_channels_last(device):
+    _replay_equal(device, (5, 3, 16, 16), torch.bfloat16, channels_last=True, value=(0.1, 0.2, 0.3))
+
+
+def check_replay_float16_grey(device):
+    _replay_equal(device, (4, 1, 12, 70), torch.float16, ratio=(0.3, 3.3), normalized=((0.5,), (0.5,)))
+
+
+def check_replay_uint8(device):
+    _replay_equal(device, (3, 3, 16, 16), torch.uint8)
+
+
+def check_replay_patches(device):
+    _replay_equal(device, (4, 3, 16, 16), torch.float32, mode="patches", num_patches=3, scale=(0.02, 0.1))
+
+
+def check_sampled_boxes_valid_and_replayable(device):
+    x = torch.rand(24, 3, 24, 20).to(device)
+    y, boxes = random_erase_batch(x, return_boxes=True, backend="triton", scale=(0.1, 0.4), ratio=(0.5, 2.0))
+    top, left, h, w = (f.long() for f in boxes[:4])
+    assert bool(((top >= 0) & (left >= 0) & (top + h <= 24) & (left + w <= 20)).all())
+    slack = 0.5 * (h + w) + 0.75
+    area = (h * w).double()
+    assert bool(((area >= 0.1 * 480 - slack) & (area <= 0.4 * 480 + slack)).all())
+    assert len(set(zip(top.tolist(), h.tolist()))) > 5 and bool(boxes.applied.all())
+    replay = EraseBoxes(top, left, h, w, boxes.applied)
+    assert torch.equal(y, random_erase_batch(x, boxes=replay, backend="torch"))
+
+
+def check_sampled_patches_and_probability(device):
+    # small: the interpreter runs each program in Python (~50 ms with in-kernel sampling)
+    x = torch.rand(40, 1, 16, 16).to(device)
+    y, boxes = random_erase_batch(x, return_boxes=True, backend="triton", mode="patches", num_patches=2,
+                                  scale=(0.025, 0.1), p=0.5)  # fmt: skip
+    assert boxes.top.shape == (40, 2) and 0.2 < boxes.applied.float().mean().item() < 0.8
+    replay = EraseBoxes(*(f.long() for f in boxes[:4]), boxes.applied)
+    assert torch.equal(y, random_erase_batch(x, boxes=replay, backend="torch"))
+
+
+def check_random_fill_range_and_seed(device):
+    x = torch.full((8, 3, 32, 32), -5.0).to(device)
+    a = random_erase_batch(x, value="random", backend="triton", generator=torch.Generator().manual_seed(3))
+    b = random_erase_batch(x, value="random", backend="triton", generator=torch.Generator().manual_seed(3))
+    erased = a[a != -5.0]
+    assert torch.equal(a, b) and erased.numel() > 0 and erased.min() >= 0 and erased.max() < 1
+
+
+CHECKS = {name: fn for name, fn in dict(globals()).items() if name.startswith("check_")}
+
+
+def _run_checks_here() -> None:
+    """Entry point of the subprocess: run every check, print ``{name: null | traceback}``."""
+    result = {}
+    for name, fn in CHECKS.items():
+        try:
+            fn("cpu")
+            result[name] = None
+        except Exception:
+            result[name] = traceback.format_exc()
+    print("RESULT " + json.dumps(result))
+
+
+@pytest.fixture(scope="module")
+def interpreted_results() -> dict:
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    code = "import test_erasing_triton as t; t._run_checks_here()"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_kernel_logic_interpreted(interpreted_results, name):
+    """The kernel (TRITON_INTERPRET=1, CPU) writes exactly what the torch path writes."""
+    assert interpreted_results[name] is None, interpreted_results[name]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_kernel_on_cuda(name):
+    """The same checks with the compiled kernel on CUDA tensors."""
+    CHECKS[name]("cuda")
+
+
+@pytest.mark.cuda
+def test_one_kernel_launch_per_batch():
+    x = torch.rand(256, 3, 64, 64, device="cuda")
+    random_erase_batch(x, inplace=True)  # compile outside the profile
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        random_erase_batch(x, inplace=True)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) == 1, [e.name for e in kernels]
