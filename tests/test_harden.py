@@ -290,6 +290,27 @@ class TestSvdWarmStart:
         harden(model, rank=4, calibration=[x[:8], x[8:]])
         torch.testing.assert_close(model.fc.norm.running_mean, features["x"].mean(0))
 
+    def test_calibration_keeps_modes_and_converts_dtype(self):
+        model = _resnet(10).train()
+        model.layer1.eval()  # e.g. a frozen stage
+        harden(model, rank=4, calibration=torch.randn(4, 3, 32, 32, dtype=torch.float64))
+        assert model.training and not model.layer1.training and model.layer2.training and model.fc.training
+
+    @pytest.mark.parametrize(
+        "calibration, match",
+        [
+            ("images", r"calibration must be a float tensor of model inputs or a non-empty list of them, got str 'images'"),
+            ([], r"calibration must be a float tensor .*got list \[\]"),
+            (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), r"calibration must be a float tensor .*got a torch.uint8 tensor"),
+            (torch.randn(2, 5, 32, 32), r"calibration could not be run through ResNet: .*"),
+        ],
+    )
+    def test_bad_calibration(self, calibration, match):
+        model = _resnet(10)
+        with pytest.raises(ConfigError, match=match):
+            harden(model, rank=4, calibration=calibration)
+        assert isinstance(model.fc, nn.Linear) and model.training
+
     def test_random_init_is_not_a_warm_start(self):
         model = _resnet(10).eval()
         x = torch.randn(8, 3, 32, 32)

@@ -134,8 +134,20 @@ def check_hardened(model: nn.Module) -> dict[str, dict[str, Any]]:
     return {name: module.config() for name, module in root.named_modules() if isinstance(module, LowRankTanhHead)}
 
 
-def _capture_head_inputs(model: nn.Module, heads: dict[str, nn.Linear], calibration: Any) -> dict[str, torch.Tensor]:
-    """Run ``model(calibration)`` in eval mode and keep each head's input, flattened to ``(N, m)``."""
+def _calibration_batches(calibration: Any) -> list[torch.Tensor]:
+    """``calibration`` as a list of input batches (a tensor or a list/tuple of tensors), else ConfigError."""
+    batches = list(calibration) if isinstance(calibration, (list, tuple)) else [calibration]
+    if not batches or not all(isinstance(b, torch.Tensor) and b.is_floating_point() for b in batches):
+        raise ConfigError(
+            f"calibration must be a float tensor of model inputs or a non-empty list of them, got {describe(calibration)}"
+        )
+    return batches
+
+
+def _capture_head_inputs(
+    model: nn.Module, model_name: str, heads: dict[str, nn.Module], batches: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Run the batches through ``model`` in eval mode and keep each head's input, flattened to ``(N, m)``."""
     captured: dict[str, list[torch.Tensor]] = {path: [] for path in heads}
     hooks = []
     for path, linear in heads.items():
@@ -144,19 +156,22 @@ def _capture_head_inputs(model: nn.Module, heads: dict[str, nn.Linear], calibrat
             captured[path].append(args[0].detach().reshape(-1, args[0].shape[-1]))
 
         hooks.append(linear.register_forward_pre_hook(hook))
-    was_training = model.training
+    # Restore every module's own mode afterwards (a frozen BatchNorm may sit in a training model).
+    modes = {module: module.training for module in model.modules()}
+    weight = next(iter(heads.values())).weight
     try:
         model.eval()
         with torch.no_grad():
-            if isinstance(calibration, (list, tuple)):
-                for batch in calibration:
-                    model(batch)
-            else:
-                model(calibration)
+            for batch in batches:
+                model(batch.to(device=weight.device, dtype=weight.dtype))
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"calibration could not be run through {model_name}: {first_line}") from None
     finally:
         for handle in hooks:
             handle.remove()
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     # Heads the calibration did not reach (auxiliary heads run only in train mode) are left
     # out; harden() warns that their warm start is data-free.
     return {path: torch.cat(parts) for path, parts in captured.items() if parts}
@@ -229,6 +244,8 @@ def harden(
     if init not in _INITS:
         raise ConfigError(f"init must be one of {', '.join(_INITS)}, got {init!r}")
 
+    batches = _calibration_batches(calibration) if calibration is not None else []
+
     root = _unwrap(model)
     name = type(root).__name__
     paths = find_head_paths(root, head)
@@ -265,8 +282,8 @@ def harden(
         plan = {path: root.get_submodule(path) for path in plan}
 
     features: dict[str, torch.Tensor] = {}
-    if calibration is not None and init == "svd":
-        features = _capture_head_inputs(root, plan, calibration)
+    if batches and init == "svd":
+        features = _capture_head_inputs(root, name, plan, batches)
     uncalibrated = [path for path in plan if init == "svd" and path not in features]
     if uncalibrated:
         # Trained features are rarely standardised: a larger scale saturates tanh and the warm start
