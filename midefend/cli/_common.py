@@ -13,14 +13,53 @@ from typing import Annotated, Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
+
+try:  # typer >= 0.24 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from .. import __version__
 from ..errors import MidefendError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+class _OneLineErrorGroup(TyperGroup):
+    """Usage errors (missing option, bad value) as one ``error:`` line and exit code 2.
+
+    Click's default prints a usage block (typer: a boxed panel); a user piping
+    midefend into a script wants one line. Exit code 2 is click's and POSIX's
+    convention for "called wrongly"; anticipated errors while running exit 1.
+    """
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exceptions.NoArgsIsHelpError as exc:
+            print(exc.ctx.get_help())
+            sys.exit(2)
+        except click_exceptions.UsageError as exc:
+            hint = ""
+            if exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            err_console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except click_exceptions.ClickException as exc:
+            err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("[yellow]aborted[/]")
+            sys.exit(1)
+        # Without standalone mode click returns an Exit's code instead of exiting.
+        sys.exit(result if isinstance(result, int) else 0)
+
+
 app = typer.Typer(
     name="midefend",
+    cls=_OneLineErrorGroup,
     help="Harden image classifiers against model inversion, and verify the effect.",
     no_args_is_help=True,
     add_completion=False,
