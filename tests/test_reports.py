@@ -1,0 +1,127 @@
+"""Report files: they exist, parse, hold the metrics, and are written atomically."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from midefend.errors import ConfigError
+from midefend.evaluation.reports import (
+    comparison_rows,
+    load_report,
+    render_comparison_markdown,
+    save_grid,
+    write_comparison,
+    write_report,
+)
+
+
+def _metrics(acc, att1, att5=0.9, knn=100.0, fid=30.0):
+    return {
+        "accuracy": acc,
+        "attack_acc_top1": att1,
+        "attack_acc_top1_std": 0.1,
+        "attack_acc_top5": att5,
+        "attack_acc_top5_std": 0.05,
+        "knn_distance": knn,
+        "fid": fid,
+        "target_acc_top1": 1.0,
+        "target_confidence_mean": 0.9,
+        "per_class": [{"class": 0, "attack_acc_top1": att1}],
+    }
+
+
+def _report(name, acc, att1):
+    return {"target": {"name": name, "path": f"{name}.safetensors", "arch": "a", "defense": name}, "attack": {"attack": "ppa"}, "metrics": _metrics(acc, att1)}
+
+
+class TestWriteReport:
+    def test_files_exist_and_parse(self, tmp_path):
+        private = torch.rand(3, 1, 8, 8)
+        recon = torch.rand(3, 2, 1, 8, 8)
+        paths = write_report(tmp_path / "out", _report("nodef", 0.95, 0.6), private=private, reconstructions=recon)
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["grid.png", "report.json", "report.md"]
+        data = json.loads(paths["json"].read_text())
+        assert data["format"] == "midefend-verify-report" and data["version"] == 1
+        assert data["metrics"]["attack_acc_top1"] == 0.6
+        assert data["files"]["grid"].endswith("grid.png")
+        md = paths["markdown"].read_text()
+        assert "| attack accuracy @1, eval model (%) | 60.0 ± 10.0 |" in md
+        assert "![reconstructions](grid.png)" in md
+        assert load_report(tmp_path / "out") == data
+        assert load_report(paths["json"]) == data
+
+    def test_grid_layout_and_pixels(self, tmp_path):
+        private = torch.zeros(2, 1, 4, 4)
+        recon = torch.ones(2, 3, 1, 4, 4)
+        save_grid(tmp_path / "g.png", private, recon, padding=2)
+        image = Image.open(tmp_path / "g.png")
+        # 4 columns (private + 3) and 2 rows of 4 px tiles with 2 px padding around each.
+        assert image.size == (2 + 4 * (4 + 2), 2 + 2 * (4 + 2))
+        import numpy as np
+
+        array = torch.from_numpy(np.asarray(image.convert("L")))
+        assert array[2, 2] == 0  # first tile: the (black) private image
+        assert array[2, 8] == 255  # second tile: a (white) reconstruction
+
+    def test_grid_shape_errors(self, tmp_path):
+        with pytest.raises(ConfigError, match=r"grid needs private \(N, C, H, W\) and reconstructions \(N, K, C, H, W\)"):
+            save_grid(tmp_path / "g.png", torch.zeros(2, 1, 4, 4), torch.zeros(3, 1, 1, 4, 4))
+        with pytest.raises(ConfigError, match=r"private images \(1, 4, 4\) and reconstructions \(3, 4, 4\) differ in shape"):
+            save_grid(tmp_path / "g.png", torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 3, 4, 4))
+        assert not (tmp_path / "g.png").exists()
+
+    def test_failed_write_leaves_previous_file(self, tmp_path, monkeypatch):
+        paths = write_report(tmp_path, _report("nodef", 0.95, 0.6))
+        before = paths["json"].read_text()
+        import midefend.evaluation.reports as reports
+
+        def broken(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(reports.json, "dumps", broken)
+        with pytest.raises(OSError, match="disk full"):
+            write_report(tmp_path, _report("nodef", 0.5, 0.1))
+        assert paths["json"].read_text() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]
+
+    def test_load_report_errors(self, tmp_path):
+        with pytest.raises(ConfigError, match=r"report .*missing.json' does not exist"):
+            load_report(tmp_path / "missing.json")
+        (tmp_path / "bad.json").write_text("{not json")
+        with pytest.raises(ConfigError, match=r"is not readable JSON"):
+            load_report(tmp_path / "bad.json")
+        (tmp_path / "other.json").write_text('{"format": "something-else"}')
+        with pytest.raises(ConfigError, match=r"is not a midefend verify report"):
+            load_report(tmp_path / "other.json")
+
+
+class TestComparison:
+    def test_rows_and_delta(self):
+        reports = [_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30), _report("calor", 0.96, 0.20)]
+        rows = comparison_rows(reports)
+        assert [r["name"] for r in rows] == ["nodef", "midre", "calor"]
+        assert rows[0]["delta"] is None
+        assert rows[1]["delta"] == pytest.approx((0.60 - 0.30) / (0.95 - 0.90))
+        assert rows[2]["delta"] == "OP"
+
+    def test_markdown_table(self):
+        rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)], ["NoDef", "MIDRE"])
+        lines = render_comparison_markdown(rows).splitlines()
+        assert lines[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ |"
+        assert lines[2] == "| NoDef | 95.0 | 60.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | – |"
+        assert lines[3] == "| MIDRE | 90.0 | 30.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | 6.00 |"
+
+    def test_write_comparison(self, tmp_path):
+        rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)])
+        paths = write_comparison(tmp_path, rows)
+        data = json.loads(paths["json"].read_text())
+        assert data["format"] == "midefend-comparison" and len(data["rows"]) == 2
+        assert paths["markdown"].read_text() == render_comparison_markdown(rows)
+
+    def test_empty(self):
+        with pytest.raises(ConfigError, match="compare needs at least one report"):
+            comparison_rows([])
