@@ -63,7 +63,10 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
         raise FileNotFoundError(f"output folder {str(folder)!r} does not exist (for {str(target)!r})")
     if target.is_dir():
         raise IsADirectoryError(f"output path {str(target)!r} is a folder, expected a file name")
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
+    except OSError as exc:  # read-only folder, disk full: name the file the user asked for
+        raise _naming(exc, target, None) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -75,10 +78,12 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
             _fsync_file(tmp)
         os.chmod(tmp, _final_mode(target))
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         # BaseException: KeyboardInterrupt mid-write must not leave the temp file either.
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError):
+            raise _naming(exc, target, tmp)
         raise
     if fsync:
         _fsync_folder(folder)
@@ -96,6 +101,21 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
     with atomic_write(path, fsync=fsync) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(path)
+
+
+def _naming(exc: OSError, target: Path, tmp: Path | None) -> OSError:
+    """``exc`` naming ``target`` when it names no file or the hidden temporary file.
+
+    A writer that hits a full disk raises ``OSError(ENOSPC)`` without a file name,
+    and a read-only folder makes ``mkstemp`` name a random temporary name; the
+    one-line message a user sees ("[Errno 28] No space left on device: 'out.safetensors'")
+    should name the file they asked for.
+    """
+    if exc.errno is None:  # OSError("message"): its text is the message, a file name would garble it
+        return exc
+    if exc.filename is None or str(exc.filename) == str(tmp) or (tmp is None and Path(exc.filename).parent == target.parent):
+        exc.filename = str(target)
+    return exc
 
 
 def _final_mode(target: Path) -> int:

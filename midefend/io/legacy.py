@@ -166,6 +166,9 @@ def _unpickler_reason(message: str) -> str:
     for line in message.splitlines():
         if "WeightsUnpickler error:" in line:
             return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+        if "unsupported GLOBAL" in line:
+            # A global from a blocked module (os.system -> posix.system) gets this sentence instead.
+            return line.strip().rstrip(".")
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return lines[0] if lines else "refused"
 
