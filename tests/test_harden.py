@@ -177,6 +177,7 @@ class TestHardenRefuses:
             ({"head": []}, r"head must be a dotted path like 'fc' or a non-empty list of them, got \[\]"),
             ({"head": ["fc", "fc"]}, r"head lists a path twice: \['fc', 'fc'\]"),
             ({"linear_range": -1.0}, r"linear_range must be a positive finite number, got -1.0"),
+            ({"linear_range": 0, "init": "random"}, r"linear_range must be a positive finite number, got 0"),
         ],
     )
     def test_bad_arguments(self, kwargs, match):

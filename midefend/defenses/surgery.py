@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import AlreadyHardenedError, ConfigError, HardenError, HeadNotFoundError
-from ._checks import check_bool, check_positive_int, describe
+from ._checks import check_bool, check_positive_int, check_positive_real, describe
 from .head_locations import find_head_paths
 from .heads import ACTIVATIONS, LowRankTanhHead
 
@@ -244,6 +244,7 @@ def harden(
     if init not in _INITS:
         raise ConfigError(f"init must be one of {', '.join(_INITS)}, got {init!r}")
 
+    check_positive_real("linear_range", linear_range)
     batches = _calibration_batches(calibration) if calibration is not None else []
 
     root = _unwrap(model)
