@@ -151,7 +151,9 @@ class LowRankTanhHead(nn.Module):
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """``(..., m) -> (..., C)``, or ``(..., r)`` with ``pre_logits=True``."""
         if x.shape[-1] != self.in_features:
-            raise ConfigError(f"LowRankTanhHead expects inputs of shape (..., {self.in_features}), got {tuple(x.shape)}")
+            raise ConfigError(
+                f"LowRankTanhHead expects inputs of shape (..., {self.in_features}), got {tuple(x.shape)}"
+            )
         lead = x.shape[:-1]
         # BatchNorm1d normalises dim 1, so token inputs (B, N, m) are flattened to (B*N, m).
         h = self.norm(x.reshape(-1, self.in_features))
@@ -161,7 +163,10 @@ class LowRankTanhHead(nn.Module):
         return h.reshape(*lead, h.shape[-1])
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, num_classes={self.num_classes}, rank={self.rank}, activation={self.activation_name!r}"
+        return (
+            f"in_features={self.in_features}, num_classes={self.num_classes}, "
+            f"rank={self.rank}, activation={self.activation_name!r}"
+        )
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments as a JSON-able dict (checkpoints rebuild the head from it)."""

@@ -50,6 +50,10 @@ def _check_hyper(a: Any, b: Any, reduction: Any) -> None:
         raise ConfigError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
 
 
+def _is_integer(t: torch.Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex())
+
+
 def confidence_adaptation_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -75,10 +79,13 @@ def confidence_adaptation_loss(
         raise ConfigError(f"logits must be a float tensor of shape (N, C), got {describe(logits)}")
     if logits.ndim != 2:
         raise ConfigError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
-    if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+    if not isinstance(target, torch.Tensor) or target.dtype == torch.bool or not _is_integer(target):
         raise ConfigError(f"target must be an integer tensor of class indices, got {describe(target)}")
     if target.shape != logits.shape[:1]:
-        raise ConfigError(f"target must have shape ({logits.shape[0]},) to match logits {tuple(logits.shape)}, got {tuple(target.shape)}")
+        raise ConfigError(
+            f"target must have shape ({logits.shape[0]},) to match logits {tuple(logits.shape)}, "
+            f"got {tuple(target.shape)}"
+        )
     num_classes = logits.shape[1]
     # Checked on the CPU only: on an accelerator it would cost a host sync every step
     # (an out-of-range index there fails inside gather, as in cross_entropy).

@@ -89,7 +89,8 @@ class HardenReport:
         }
 
     def __str__(self) -> str:
-        lines = [f"hardened {self.model_class}: rank {self.rank}, {self.activation}, norm={self.norm}, init={self.init}"]
+        header = f"hardened {self.model_class}: rank {self.rank}, {self.activation}, norm={self.norm}, init={self.init}"
+        lines = [header]
         lines += [f"  {h.path}: Linear({h.in_features}, {h.num_classes}) -> rank {h.rank}" for h in self.heads]
         return "\n".join(lines)
 
@@ -139,7 +140,8 @@ def _calibration_batches(calibration: Any) -> list[torch.Tensor]:
     batches = list(calibration) if isinstance(calibration, (list, tuple)) else [calibration]
     if not batches or not all(isinstance(b, torch.Tensor) and b.is_floating_point() for b in batches):
         raise ConfigError(
-            f"calibration must be a float tensor of model inputs or a non-empty list of them, got {describe(calibration)}"
+            "calibration must be a float tensor of model inputs or a non-empty list of them, "
+            f"got {describe(calibration)}"
         )
     return batches
 
@@ -253,7 +255,8 @@ def harden(
     existing = check_hardened(root)
     if existing and not allow_rehardening:
         raise AlreadyHardenedError(
-            f"{name} is already hardened (LowRankTanhHead at {', '.join(existing)}); pass allow_rehardening=True to replace it"
+            f"{name} is already hardened (LowRankTanhHead at {', '.join(existing)}); "
+            "pass allow_rehardening=True to replace it"
         )
 
     # Check every head before changing anything, so a failure leaves the model as it was.
