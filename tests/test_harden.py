@@ -10,6 +10,7 @@ import timm
 import torch
 import torch.nn as nn
 import torchvision
+from conftest import devices
 
 from midefend import AlreadyHardenedError, ConfigError, HardenError, HeadNotFoundError, LowRankTanhHead
 from midefend.defenses.surgery import HARDENING_ATTR, HardenReport, check_hardened, harden
@@ -77,6 +78,13 @@ class TestHardenReplacesHead:
         assert not model.fc.training
         assert {p.dtype for p in model.fc.parameters()} == {torch.float64}
         assert model(torch.randn(2, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+
+    @pytest.mark.parametrize("device", devices())
+    def test_keeps_device_with_calibration_on_cpu(self, device):
+        model = _resnet().to(device).eval()
+        harden(model, rank=2, calibration=torch.randn(4, 3, 32, 32))  # moved to the model's device
+        assert {p.device.type for p in model.fc.parameters()} == {torch.device(device).type}
+        assert model(torch.randn(2, 3, 32, 32, device=device)).shape == (2, 10)
 
     def test_explicit_head_on_a_plain_model(self):
         model = _Plain()

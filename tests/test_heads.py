@@ -11,6 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import devices
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from midefend import ConfigError
 from midefend.defenses.heads import ACTIVATIONS, LowRankTanhHead, validate_rank
@@ -184,6 +187,37 @@ class TestFromLinear:
         x = feats[:50]
         ref = _svd_reference(linear.weight.detach().numpy(), linear.bias.detach().numpy(), feats.mean(0).numpy(), rank, x.numpy())
         torch.testing.assert_close(head(x), torch.from_numpy(ref), rtol=1e-9, atol=1e-9)
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        shape=st.tuples(st.integers(2, 24), st.integers(2, 24)).flatmap(
+            lambda mc: st.tuples(st.just(mc[0]), st.just(mc[1]), st.integers(1, min(mc)))
+        ),
+        norm=st.booleans(),
+        seed=st.integers(0, 2**31 - 1),
+    )
+    def test_identity_activation_property(self, shape, norm, seed):
+        # For any shape and rank, the linear warm start is exactly the centred truncated SVD.
+        in_features, num_classes, rank = shape
+        gen = torch.Generator().manual_seed(seed)
+        linear = nn.Linear(in_features, num_classes, dtype=torch.float64)
+        with torch.no_grad():
+            linear.weight.normal_(generator=gen)
+            linear.bias.normal_(generator=gen)
+        feats = torch.randn(64, in_features, generator=gen, dtype=torch.float64) * 2 + 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            head = LowRankTanhHead.from_linear(linear, rank, activation="identity", norm=norm, features=feats).eval()
+        w, b, mu = linear.weight.detach().numpy(), linear.bias.detach().numpy(), feats.mean(0).numpy()
+        ref = torch.from_numpy(_svd_reference(w, b, mu, rank, feats.numpy()))
+        torch.testing.assert_close(head(feats), ref, rtol=1e-8, atol=1e-8 * float(ref.abs().max()))
+
+    @pytest.mark.parametrize("device", devices())
+    def test_keeps_device(self, device):
+        linear = nn.Linear(16, 8, device=device)
+        head = LowRankTanhHead.from_linear(linear, 3, features=torch.randn(32, 16))  # features follow the head
+        assert {p.device.type for p in head.parameters()} == {torch.device(device).type}
+        assert head(torch.randn(4, 16, device=device)).shape == (4, 8)
 
     def test_without_features_assumes_standardised_inputs(self, trained_like_linear):
         linear, _ = trained_like_linear

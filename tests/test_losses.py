@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import devices
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,6 +109,14 @@ class TestConfidenceAdaptationStability:
         assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
         # rows: p_y = 1 -> 0; p_y = e^-2e4 -> 0 (underflow); p_y = 1/2 -> 2^-8 log(1/2)
         assert loss.item() == pytest.approx((0.0 + 0.0 + 0.5**8 * math.log(0.5)) / 3, rel=1e-5)
+
+    @pytest.mark.parametrize("device", devices())
+    def test_on_device(self, device):
+        z = torch.tensor([[2.0, 0.0, 0.0]], device=device, requires_grad=True)
+        loss = ConfidenceAdaptationLoss()(z, torch.tensor([0], device=device))
+        loss.backward()
+        assert loss.device.type == torch.device(device).type
+        assert loss.item() == pytest.approx(_hand_loss([2.0, 0.0, 0.0], 0, 1.0, 8.0), rel=1e-5)
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_precision_matches_float32_and_grads_finite(self, dtype):
