@@ -65,11 +65,13 @@ def make_checkpoint(path: Path, data: Path, *, arch: str, arch_kwargs: dict, num
     )  # fmt: skip
 
 
-def make_workspace(root: Path) -> dict[str, Path]:
+def make_workspace(root: Path, *, classes: int = 4) -> dict[str, Path]:
     """Data folder, target and evaluation checkpoints under ``root`` (names: data, target, eval)."""
-    data = make_image_folder(root / "data")
-    target = make_checkpoint(root / "target.safetensors", data, arch=TARGET_ARCH, arch_kwargs=TARGET_KW)
-    evaluator = make_checkpoint(root / "eval.safetensors", data, arch=EVAL_ARCH, arch_kwargs=EVAL_KW, seed=1)
+    data = make_image_folder(root / "data", classes=classes)
+    target = make_checkpoint(root / "target.safetensors", data, arch=TARGET_ARCH, arch_kwargs=TARGET_KW, num_classes=classes)
+    evaluator = make_checkpoint(
+        root / "eval.safetensors", data, arch=EVAL_ARCH, arch_kwargs=EVAL_KW, num_classes=classes, seed=1
+    )
     return {"data": data, "target": target, "eval": evaluator}
 
 
