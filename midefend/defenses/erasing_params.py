@@ -271,19 +271,44 @@ def boxes_from_uniforms(
     not depend on the device. The Triton kernel implements the same map.
     """
     u = u.to(torch.float64)
-    area = (scale[0] + (scale[1] - scale[0]) * u[..., :ATTEMPTS]) * (height * width)
+    # when every possible draw fits (the usual case), attempt 0 is the one taken: skip the rest
+    attempts = 1 if _always_fits(height, width, scale, ratio) else ATTEMPTS
+    area = (scale[0] + (scale[1] - scale[0]) * u[..., :attempts]) * (height * width)
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(lo + (hi - lo) * u[..., ATTEMPTS : 2 * ATTEMPTS])
-    hs = torch.floor(torch.sqrt(area * aspect) + 0.5).to(torch.int64)
-    ws = torch.floor(torch.sqrt(area / aspect) + 0.5).to(torch.int64)
-    fits = (hs >= 1) & (ws >= 1) & (hs <= height) & (ws <= width)
-    # argmax of a 0/1 tensor returns the first maximum; rows without a fit fall back to attempt 0
-    first = fits.to(torch.uint8).argmax(dim=-1, keepdim=True)
-    h = hs.gather(-1, first).squeeze(-1).clamp(1, height)
-    w = ws.gather(-1, first).squeeze(-1).clamp(1, width)
+    if lo == hi:
+        hs = torch.floor(torch.sqrt(area * ratio[0]) + 0.5).to(torch.int64)
+        ws = torch.floor(torch.sqrt(area / ratio[0]) + 0.5).to(torch.int64)
+    else:
+        aspect = torch.exp(lo + (hi - lo) * u[..., ATTEMPTS : ATTEMPTS + attempts])
+        hs = torch.floor(torch.sqrt(area * aspect) + 0.5).to(torch.int64)
+        ws = torch.floor(torch.sqrt(area / aspect) + 0.5).to(torch.int64)
+    if attempts == 1:
+        h, w = hs[..., 0].clamp(1, height), ws[..., 0].clamp(1, width)  # clamp: float rounding only
+    else:
+        fits = (hs >= 1) & (ws >= 1) & (hs <= height) & (ws <= width)
+        # argmax of a 0/1 tensor returns the first maximum; rows without a fit fall back to attempt 0
+        first = fits.to(torch.uint8).argmax(dim=-1, keepdim=True)
+        h = hs.gather(-1, first).squeeze(-1).clamp(1, height)
+        w = ws.gather(-1, first).squeeze(-1).clamp(1, width)
     top = torch.floor(u[..., -2] * (height - h + 1)).to(torch.int64).clamp(max=height - h)
     left = torch.floor(u[..., -1] * (width - w + 1)).to(torch.int64).clamp(max=width - w)
     return top, left, h, w
+
+
+def _always_fits(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]) -> bool:
+    """Whether every draw gives ``1 <= h <= height`` and ``1 <= w <= width`` (sides grow with a_e,
+    h with r and w with 1/r, so the corners of the (scale, ratio) rectangle decide)."""
+    area = height * width
+
+    def side(a: float, r: float) -> int:
+        return math.floor(math.sqrt(a * area * r) + 0.5)
+
+    return (
+        side(scale[1], ratio[1]) <= height
+        and side(scale[1], 1 / ratio[0]) <= width
+        and side(scale[0], ratio[0]) >= 1
+        and side(scale[0], 1 / ratio[1]) >= 1
+    )
 
 
 _M32 = 0xFFFFFFFF
