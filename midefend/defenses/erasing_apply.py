@@ -1,8 +1,8 @@
 """Write erased pixels into a ``(B, C, H, W)`` tensor in place, in pure torch (CPU and fallback).
 
 The cost to beat is writing the erased pixels once (``fill_`` on a buffer of that many
-elements). A ``torch.where`` over the whole batch reads and writes every pixel (about 70x that
-floor); a Python loop over samples pays a dispatch per sample. Here the work is done by a few
+elements). A ``torch.where`` over the whole batch reads and writes every pixel (18-20x that
+floor in ``benchmarks/erasing.py``); a Python loop over samples pays a dispatch per sample. Here the work is done by a few
 ``index_copy_`` calls on a *window view* of the batch:
 
     V = x.as_strided((n_offsets, C, h, w), (1, stride_C, stride_H, stride_W))
