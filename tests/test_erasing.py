@@ -422,6 +422,10 @@ class TestErrors:
         with pytest.raises(ConfigError, match=r"inplace=True needs a tensor whose pixels have their own memory"):
             random_erase_batch(torch.rand(1, 3, 8, 8).expand(4, 3, 8, 8), inplace=True)
 
+    def test_triton_needs_few_distinct_channel_values(self):
+        with pytest.raises(ConfigError, match=r"backend='triton' takes at most 4 distinct channel values, got 5 channels"):
+            random_erase_batch(torch.rand(2, 5, 8, 8), value=(0.1, 0.2, 0.3, 0.4, 0.5), backend="triton")
+
     def test_replayed_boxes_must_fit(self):
         _, boxes = random_erase_batch(torch.rand(4, 3, 32, 32), return_boxes=True)
         with pytest.raises(ConfigError, match=r"boxes must lie inside the 8x8 image"):

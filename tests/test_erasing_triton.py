@@ -57,6 +57,10 @@ def check_replay_patches(device):
     _replay_equal(device, (4, 3, 16, 16), torch.float32, mode="patches", num_patches=3, scale=(0.02, 0.1))
 
 
+def check_replay_five_channels_one_value(device):
+    _replay_equal(device, (3, 5, 8, 8), torch.float32, value=0.25)
+
+
 def check_sampled_boxes_valid_and_replayable(device):
     x = torch.rand(24, 3, 24, 20).to(device)
     y, boxes = random_erase_batch(x, return_boxes=True, backend="triton", scale=(0.1, 0.4), ratio=(0.5, 2.0))

@@ -167,13 +167,15 @@ def _erase(
 
 
 def _use_triton(x: torch.Tensor, fill, backend: str) -> bool:
-    fits = fill.values is None or x.shape[1] <= MAX_FILL_CHANNELS or len(set(fill.values)) == 1
+    # the kernel takes per-channel numbers as MAX_FILL_CHANNELS scalars: more channels must share one
+    per_channel = (fill.values,) if fill.values is not None else (fill.random_low, fill.random_high)
+    fits = x.shape[1] <= MAX_FILL_CHANNELS or all(len(set(seq)) == 1 for seq in per_channel)
     if backend == "triton":
         if not HAVE_TRITON:
             raise ConfigError("backend='triton' needs the triton package, which is not installed")
         if not fits:
             raise ConfigError(
-                f"backend='triton' takes at most {MAX_FILL_CHANNELS} distinct channel values, got {len(fill.values)}"
+                f"backend='triton' takes at most {MAX_FILL_CHANNELS} distinct channel values, got {x.shape[1]} channels"
             )
         return True
     return backend == "auto" and x.is_cuda and HAVE_TRITON and fits
