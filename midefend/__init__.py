@@ -33,6 +33,15 @@ from .io.checkpoints import load_checkpoint as load_checkpoint
 from .io.checkpoints import read_checkpoint_header as read_checkpoint_header
 from .io.checkpoints import save_checkpoint as save_checkpoint
 from .io.legacy import import_research_checkpoint as import_research_checkpoint
+from .data import ClassificationData as ClassificationData
+from .data import load_dataset as load_dataset
+from .data import load_digits as load_digits
+from .data import load_image_folder as load_image_folder
+from .data import load_orl as load_orl
+from .training import TrainResult as TrainResult
+from .training import train_classifier as train_classifier
+from .training import train_evaluation_model as train_evaluation_model
+from .training import train_target as train_target
 
 __all__ = [
     "__version__",
@@ -60,4 +69,13 @@ __all__ = [
     "read_checkpoint_header",
     "save_checkpoint",
     "import_research_checkpoint",
+    "ClassificationData",
+    "load_dataset",
+    "load_digits",
+    "load_image_folder",
+    "load_orl",
+    "TrainResult",
+    "train_classifier",
+    "train_evaluation_model",
+    "train_target",
 ]

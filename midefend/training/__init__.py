@@ -19,9 +19,15 @@ from .loop import train_classifier as train_classifier
 from .stages import DEFENSES as DEFENSES
 from .stages import Stage as Stage
 from .stages import defense_stages as defense_stages
+from .targets import DEFAULT_EVAL_ARCH as DEFAULT_EVAL_ARCH
+from .targets import DEFAULT_TARGET_ARCH as DEFAULT_TARGET_ARCH
+from .targets import train_evaluation_model as train_evaluation_model
+from .targets import train_target as train_target
 
 __all__ = [
     "BatchAugment",
+    "DEFAULT_EVAL_ARCH",
+    "DEFAULT_TARGET_ARCH",
     "DEFENSES",
     "Stage",
     "TrainResult",
@@ -30,4 +36,6 @@ __all__ = [
     "evaluate",
     "normalize",
     "train_classifier",
+    "train_evaluation_model",
+    "train_target",
 ]

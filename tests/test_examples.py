@@ -1,0 +1,33 @@
+"""Every script in examples/ runs to the end in its quick mode (so the examples never rot)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+
+
+def test_there_are_examples():
+    assert [p.name for p in EXAMPLES] == ["harden_your_training_loop.py"]
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs_quick(script, orl_dir, tmp_path):
+    out = tmp_path / "model.safetensors"
+    env = {**os.environ, "MIDEFEND_EXAMPLES_QUICK": "1", "MIDEFEND_ORL_DIR": str(orl_dir), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script), "--out", str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr, done.stderr
+    assert out.exists()
+    from midefend.io.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(out)
+    assert ckpt.arch == "timm/resnet18" and ckpt.hardening is not None
+    assert ckpt.defense["name"] == "midre+calor"
