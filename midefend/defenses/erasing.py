@@ -298,7 +298,8 @@ class RandomErasingTransform(_ErasingSettings, Transform):
     :func:`random_erase_batch`, so every image of one call shares them.
 
     Mode ``"fixed"`` needs the data-set index: ``transform(img, index=i)`` (or ``B`` indices for
-    a batch), e.g. in your ``Dataset.__getitem__``.
+    a batch), e.g. in your ``Dataset.__getitem__``; call it after your ``v2.Compose`` pipeline,
+    which does not pass keyword arguments on.
 
     >>> import torch
     >>> from torchvision.transforms import v2
