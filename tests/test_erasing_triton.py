@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from midefend import EraseBoxes, random_erase_batch
-from midefend.defenses.erasing_triton import HAVE_TRITON
+from midefend.defenses.erasing_triton import HAVE_TRITON, compile_kernel
 
 pytestmark = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
 
@@ -122,6 +122,21 @@ def interpreted_results() -> dict:
 def test_kernel_logic_interpreted(interpreted_results, name):
     """The kernel (TRITON_INTERPRET=1, CPU) writes exactly what the torch path writes."""
     assert interpreted_results[name] is None, interpreted_results[name]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "sample", "random_fill"),
+    [(torch.float32, True, False), (torch.bfloat16, False, True), (torch.uint8, True, True)],
+)
+def test_kernel_compiles_for_cuda(dtype, sample, random_fill):
+    """Ahead-of-time compilation to PTX for an H100 (sm_90) catches type errors the interpreter misses."""
+    from triton.backends.compiler import GPUTarget
+
+    try:
+        kernel = compile_kernel(GPUTarget("cuda", 90, 32), dtype, sample=sample, random_fill=random_fill)
+    except (ImportError, KeyError) as err:  # no CUDA backend in this triton build
+        pytest.skip(f"triton cannot compile for CUDA here: {err}")
+    assert ".entry _erase_kernel" in kernel.asm["ptx"]
 
 
 @pytest.mark.cuda

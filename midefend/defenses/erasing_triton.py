@@ -27,7 +27,7 @@ import torch
 
 from .erasing_params import ATTEMPTS, EraseBoxes, FillSpec
 
-__all__ = ["HAVE_TRITON", "erase_triton_", "MAX_FILL_CHANNELS"]
+__all__ = ["HAVE_TRITON", "erase_triton_", "compile_kernel", "MAX_FILL_CHANNELS"]
 
 try:  # triton ships with the CUDA build of torch; without it the torch path is used
     import triton
@@ -155,6 +155,32 @@ def _kernel():
         # the seeds change every call: do not compile a variant per "seed is 1 / divisible by 16"
         _KERNELS[interpret] = triton.jit(_erase_kernel, do_not_specialize=["seed", "fill_seed"])
     return _KERNELS[interpret]
+
+
+_POINTER_TYPES = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.uint8: "*u8"}
+
+
+def compile_kernel(target: Any, dtype: torch.dtype, *, sample: bool, random_fill: bool) -> Any:
+    """Compile the kernel ahead of time for ``target`` (e.g. ``GPUTarget("cuda", 90, 32)``).
+
+    Needs no GPU, only Triton's backend for the target: the tests use it to check that the
+    kernel compiles for CUDA on a machine without one (the interpreter does not type-check).
+    """
+    from triton.compiler import ASTSource
+
+    floats = ["area_lo", "area_hi", "logr_lo", "logr_hi", "p"]
+    floats += [f"{name}{i}" for name in ("v", "lo", "hi") for i in range(MAX_FILL_CHANNELS)]
+    ints = ["seed", "fill_seed", "num_boxes", "C", "H", "W", "K", "s_b", "s_c", "s_h", "s_w"]
+    signature = {"x_ptr": _POINTER_TYPES[dtype], "box_ptr": "*i32"}
+    signature.update({name: "i32" for name in ints})
+    signature.update({name: "fp32" for name in floats})
+    constants = dict(
+        SAMPLE=sample, RANDOM_FILL=random_fill, INTEGER=dtype == torch.uint8,
+        BLOCK_H=32, BLOCK_W=64, ATT=ATTEMPTS, ATT_P2=triton.next_power_of_2(ATTEMPTS),
+    )  # fmt: skip
+    signature.update({name: "constexpr" for name in constants})
+    source = ASTSource(fn=triton.jit(_erase_kernel), signature=signature, constexprs=constants)
+    return triton.compile(source, target=target)
 
 
 def _pad4(values: tuple[float, ...]) -> tuple[float, float, float, float]:
