@@ -312,7 +312,7 @@ def unwrap_model(model: Any) -> Any:
 def _check_device(device: Any) -> torch.device:
     try:
         device = torch.device(device)
-    except (RuntimeError, TypeError):
+    except (RuntimeError, TypeError, ValueError, OverflowError):  # an int index beyond int64 is a ValueError
         raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
     # Fail before reading and rebuilding anything (a CUDA build without a driver raises on query).
     if device.type == "cuda" and not _cuda_available():

@@ -182,8 +182,8 @@ def _parse_entry(key: str, entry: object, name: str) -> tuple[TensorInfo, tuple[
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise CheckpointError(f"{where} must have exactly the fields dtype, shape and data_offsets, got {entry!r:.80}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in DTYPE_SIZES:
-        raise CheckpointError(f"{where} has unsupported dtype {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:  # a JSON list or object is unhashable
+        raise CheckpointError(f"{where} has unsupported dtype {dtype!r:.80}")
     if not isinstance(shape, list) or not all(_is_count(dim) for dim in shape):
         raise CheckpointError(f"{where} has an invalid shape {shape!r} (expected a list of non-negative integers)")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets) or offsets[0] > offsets[1]:
