@@ -42,6 +42,25 @@ from .training import TrainResult as TrainResult
 from .training import train_classifier as train_classifier
 from .training import train_evaluation_model as train_evaluation_model
 from .training import train_target as train_target
+from .attacks import AttackResult as AttackResult
+from .attacks import GenerativePrior as GenerativePrior
+from .attacks import get_attack as get_attack
+from .attacks import list_attacks as list_attacks
+from .attacks import load_face_prior as load_face_prior
+from .attacks import load_prior as load_prior
+from .attacks import max_margin_loss as max_margin_loss
+from .attacks import poincare_loss as poincare_loss
+from .attacks import register_attack as register_attack
+from .attacks import run_attack as run_attack
+from .attacks import train_prior as train_prior
+from .evaluation import Classifier as Classifier
+from .evaluation import attack_accuracy as attack_accuracy
+from .evaluation import evaluate_attack as evaluate_attack
+from .evaluation import extract_features as extract_features
+from .evaluation import frechet_distance as frechet_distance
+from .evaluation import knn_distance as knn_distance
+from .evaluation import tradeoff_delta as tradeoff_delta
+from .evaluation import verify as verify
 
 __all__ = [
     "__version__",
@@ -78,4 +97,23 @@ __all__ = [
     "train_classifier",
     "train_evaluation_model",
     "train_target",
+    "AttackResult",
+    "GenerativePrior",
+    "get_attack",
+    "list_attacks",
+    "load_face_prior",
+    "load_prior",
+    "max_margin_loss",
+    "poincare_loss",
+    "register_attack",
+    "run_attack",
+    "train_prior",
+    "Classifier",
+    "attack_accuracy",
+    "evaluate_attack",
+    "extract_features",
+    "frechet_distance",
+    "knn_distance",
+    "tradeoff_delta",
+    "verify",
 ]
