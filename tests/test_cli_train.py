@@ -103,3 +103,15 @@ def test_errors_are_one_line_and_write_nothing(folder, tmp_path):
         r"erase_max must lie in \(0.1, 1\]",
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_keeps_a_state_file(folder, tmp_path):
+    out = tmp_path / "m.safetensors"
+    args = ("--data", folder, "--size", 16, "--epochs", 2, "--out", out, "--resume", "-q")
+    assert invoke(*args).exit_code == 0
+    state = tmp_path / "m.safetensors.state.pt"
+    first = load_checkpoint(out).model.state_dict()
+    assert state.exists()
+    assert invoke(*args).exit_code == 0  # finished run: continues from the state, same weights
+    second = load_checkpoint(out).model.state_dict()
+    assert all(v.equal(second[k]) for k, v in first.items())

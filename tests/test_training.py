@@ -263,3 +263,54 @@ class TestTrainClassifier:
         result = fit(tiny_model(), train, test, epochs=1, device=device, defense="midre")
         assert next(result.model.parameters()).device.type == device
         assert result.config["amp"] is (device == "cuda")
+
+
+class TestResume:
+    """An interrupted run, started again with the same arguments, ends with the same weights."""
+
+    @staticmethod
+    def model():
+        torch.manual_seed(0)
+        return build_model("midefend/vgg_small", num_classes=5, in_chans=1, widths=(8, 16), hidden=16)  # has dropout
+
+    @pytest.mark.parametrize("stop_after", [2, 3])  # end of the pretrain stage; inside the hardened head stage
+    def test_interrupted_equals_uninterrupted(self, tiny, tmp_path, monkeypatch, stop_after):
+        from midefend.training import progress
+
+        train, test = tiny
+        settings = {"defense": "midre+calor", "pretrain_epochs": 2, "epochs": 2, "ca_epochs": 1, "rank": 3, "augment": "strong"}
+        reference = fit(self.model(), train, test, **settings)
+        state = tmp_path / "run.pt"
+        original = progress.TrainingProgress.update
+        calls = []
+
+        def interrupt(self, row):
+            original(self, row)
+            calls.append(row)
+            if len(calls) == stop_after:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(progress.TrainingProgress, "update", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            fit(self.model(), train, test, resume=state, **settings)
+        monkeypatch.setattr(progress.TrainingProgress, "update", original)
+        resumed = fit(self.model(), train, test, resume=state, **settings)
+        expected = reference.model.state_dict()
+        assert all(torch.equal(expected[k], v) for k, v in resumed.model.state_dict().items())
+        assert [r["loss"] for r in resumed.history] == [r["loss"] for r in reference.history]
+        assert resumed.test_accuracy == reference.test_accuracy
+        again = fit(self.model(), train, test, resume=state, **settings)  # finished: returns at once
+        assert len(again.history) == 5
+        assert all(torch.equal(expected[k], v) for k, v in again.model.state_dict().items())
+
+    def test_refuses_another_runs_state(self, tiny, tmp_path):
+        train, _ = tiny
+        state = tmp_path / "run.pt"
+        fit(self.model(), train, epochs=1, resume=state)
+        with pytest.raises(ConfigError, match=r"resume file .*run.pt belongs to a different run"):
+            fit(self.model(), train, epochs=2, resume=state)
+        state.write_bytes(b"garbage")
+        from midefend.errors import CheckpointError
+
+        with pytest.raises(CheckpointError, match=r"cannot read training state .*run.pt"):
+            fit(self.model(), train, epochs=1, resume=state)

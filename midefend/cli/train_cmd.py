@@ -6,7 +6,9 @@
 
 The checkpoint's metadata records the data (spec, classes, split), the
 defense, the training settings and the test accuracy; ``midefend inspect``
-shows them.
+shows them. With ``--resume`` the training state is saved after every epoch
+next to the checkpoint (``OUT.state.pt``); the same command started again
+continues where an interrupted run stopped, with the same final weights.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation and training.")] = 0,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the train/test split.")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Save the training state after every epoch (OUT.state.pt) and continue from it.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model on DATA with a defense and write a checkpoint."""
@@ -75,6 +80,7 @@ def train(
         device=device,
         out=out,
         progress=not quiet,
+        resume=out.with_name(out.name + ".state.pt") if resume else None,
     )
     accuracy = f"{result.test_accuracy:.1%}" if result.test_accuracy is not None else "n/a"
     console.print(

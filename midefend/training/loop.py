@@ -32,7 +32,9 @@ surgery) is seeded inside a forked RNG state, so the caller's RNG is untouched.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from ..data.datasets import ClassificationData
 from ..errors import ConfigError, DataError
 from .augment import BatchAugment, get_augment
 from .progress import TrainingProgress
+from .resume import load_state, run_fingerprint, save_state
 from .stages import Stage, check_defense, defense_stages
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -157,6 +160,7 @@ def train_classifier(
     channels_last: bool = True,
     eval_every: int = 5,
     progress: bool = True,
+    resume: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train`` with a defense recipe; returns a :class:`TrainResult`.
 
@@ -185,6 +189,9 @@ def train_classifier(
         channels_last: train in channels-last memory format (faster convolutions
             on CPUs and GPUs); the returned model is back in the default format.
         progress: show a rich progress bar with loss, accuracy and confidence.
+        resume: a file for the training state, written after every epoch; if it
+            exists, training continues after its last epoch with the same result
+            as an uninterrupted run (see :mod:`midefend.training.resume`).
 
     >>> # result = train_classifier(model, train, test, defense="midre", erase_max=0.8)
     """
@@ -226,7 +233,7 @@ def train_classifier(
     config = {
         "defense": defense, "epochs": epochs, "lr": lr, "optimizer": optimizer, "schedule": schedule,
         "batch_size": batch_size, "weight_decay": weight_decay, "augment": _augment_name(augment),
-        "seed": seed, "amp": bool(amp), "stages": [s.__dict__ | {"erase": s.erase} for s in stages],
+        "seed": seed, "amp": bool(amp), "stages": [dataclasses.asdict(s) for s in stages],
     }  # fmt: skip
     defense_record = _defense_record(defense, erase_max=erase_max, rank=rank, ca_a=ca_a, ca_b=ca_b, stages=stages)
 
@@ -235,69 +242,61 @@ def train_classifier(
     hardening = None
     model.to(device)
     images, labels = train.images.to(device), train.labels.to(device)
+    fingerprint = run_fingerprint(config, train, model) if resume is not None else ""
     with _forked_rng(device, seed), TrainingProgress(enabled=progress) as bar:
         data_gen = torch.Generator().manual_seed(seed)
         erase_gen = torch.Generator(device=device).manual_seed(seed + 1)
-        for stage in stages:
-            if stage.harden_before:
+        saved = load_state(resume, fingerprint) if resume is not None else None
+        if saved is not None:
+            history = list(saved["history"])
+            data_gen.set_state(saved["data_gen"])
+            erase_gen.set_state(saved["erase_gen"].to(erase_gen.get_state().device))
+        for stage_index, stage in enumerate(stages):
+            if saved is not None and stage_index < saved["stage"]:
+                continue  # finished before the interruption; its weights come with the saved state
+            if saved is not None and saved["hardened"] and not _head_modules(model):
+                hardening = _harden_once(model, rank, None)  # the structure only; weights are loaded below
+            elif stage.harden_before:
                 calibration = normalize(images[torch.randperm(len(train), generator=data_gen)[:512]], mean, std)
                 hardening = _harden_once(model, rank, calibration)
-                model.to(device)
-            stage_augment = get_augment(stage.augment) if stage.augment else base_augment
+            model.to(device)
             if channels_last:
                 model.to(memory_format=torch.channels_last)
             optim = _make_optimizer(optimizer, _param_groups(model, stage), stage.lr, weight_decay)
-            steps_per_epoch = _steps_per_epoch(len(train), batch_size)
-            sched = _make_schedule(schedule, optim, stage.epochs, steps_per_epoch)
-            loss_fn = ca_loss if stage.loss == "ca" else nn.CrossEntropyLoss()
+            sched = _make_schedule(schedule, optim, stage.epochs, _steps_per_epoch(len(train), batch_size))
             scaler = torch.amp.GradScaler(device.type, enabled=bool(amp) and _amp_dtype(device) == torch.float16)
-            bar.start_stage(stage.name, stage.epochs)
-            for stage_epoch in range(1, stage.epochs + 1):
+            first_epoch = 1
+            if saved is not None and stage_index == saved["stage"]:
+                model.load_state_dict(saved["model"])
+                optim.load_state_dict(saved["optimizer"])
+                sched.load_state_dict(saved["scheduler"])
+                scaler.load_state_dict(saved["scaler"])
+                first_epoch = saved["epoch"] + 1
+            saved = None
+            step = _Step(
+                model=model, optim=optim, sched=sched, scaler=scaler,
+                loss_fn=ca_loss if stage.loss == "ca" else nn.CrossEntropyLoss(),
+                augment=get_augment(stage.augment) if stage.augment else base_augment,
+                erase=stage.erase, mean=mean, std=std, channels_last=channels_last,
+                amp=bool(amp), device=device, data_gen=data_gen, erase_gen=erase_gen,
+            )  # fmt: skip
+            bar.start_stage(stage.name, stage.epochs, done=first_epoch - 1)
+            for stage_epoch in range(first_epoch, stage.epochs + 1):
                 tick = time.perf_counter()
-                model.train()
-                totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, p_y sum, count
-                for index in _batches(len(train), batch_size, data_gen):
-                    x = stage_augment(images[index], generator=data_gen)
-                    if stage.erase is not None:
-                        x = _erase(x, stage.erase, erase_gen)
-                    x = normalize(x, mean, std)
-                    if channels_last:
-                        x = x.contiguous(memory_format=torch.channels_last)
-                    y = labels[index]
-                    with torch.autocast(device.type, dtype=_amp_dtype(device), enabled=bool(amp)):
-                        logits = model(x)
-                    logits = logits.float()
-                    loss = loss_fn(logits, y)
-                    if not torch.isfinite(loss):
-                        raise ConfigError(
-                            f"training diverged in stage {stage.name!r} epoch {stage_epoch} (loss {loss.item()}); "
-                            f"lower lr (got {stage.lr})"
-                        )
-                    optim.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optim)
-                    scaler.update()
-                    sched.step()
-                    with torch.no_grad():
-                        p_y = logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1)
-                        totals += torch.tensor(
-                            [loss.item() * len(y), (logits.argmax(1) == y).sum().item(), p_y.sum().item(), len(y)],
-                            dtype=torch.float64,
-                        )
-                row = {
-                    "stage": stage.name,
-                    "epoch": len(history) + 1,
-                    "loss": totals[0].item() / totals[3].item(),
-                    "train_accuracy": totals[1].item() / totals[3].item(),
-                    "confidence": totals[2].item() / totals[3].item(),
-                    "lr": optim.param_groups[0]["lr"],
-                }
-                last = stage_epoch == stage.epochs
-                if test is not None and (last or (eval_every and stage_epoch % eval_every == 0)):
+                row = {"stage": stage.name, "epoch": len(history) + 1}
+                row |= step.epoch(images, labels, batch_size, where=f"stage {stage.name!r} epoch {stage_epoch}")
+                if test is not None and (stage_epoch == stage.epochs or (eval_every and stage_epoch % eval_every == 0)):
                     row["test_accuracy"] = evaluate(model, test, mean=mean, std=std, device=device)["accuracy"]
                 row["seconds"] = time.perf_counter() - tick
                 history.append(row)
                 bar.update(row)
+                if resume is not None:
+                    save_state(
+                        resume, fingerprint=fingerprint, stage=stage_index, epoch=stage_epoch,
+                        hardened=bool(_head_modules(model)), history=history,
+                        model=model.state_dict(), optimizer=optim.state_dict(), scheduler=sched.state_dict(),
+                        scaler=scaler.state_dict(), data_gen=data_gen.get_state(), erase_gen=erase_gen.get_state(),
+                    )  # fmt: skip
         model.to(memory_format=torch.contiguous_format)
         model.eval()
         final_train = evaluate(model, train, mean=mean, std=std, device=device)
@@ -315,6 +314,63 @@ def train_classifier(
         seconds=time.perf_counter() - started,
         hardening=hardening,
     )
+
+
+@dataclass
+class _Step:
+    """One stage's optimisation step, and an epoch of them (the formula in the module docstring)."""
+
+    model: nn.Module
+    optim: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    augment: BatchAugment
+    erase: tuple[float, float] | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool
+    amp: bool
+    device: torch.device
+    data_gen: torch.Generator
+    erase_gen: torch.Generator
+
+    def epoch(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, where: str) -> dict[str, float]:
+        """One pass over shuffled batches; returns mean ``loss``, ``train_accuracy``, ``confidence`` and final ``lr``."""
+        self.model.train()
+        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, p_y sum, count
+        for index in _batches(len(labels), batch_size, self.data_gen):
+            x = self.augment(images[index], generator=self.data_gen)
+            if self.erase is not None:
+                x = _erase(x, self.erase, self.erase_gen)
+            x = normalize(x, self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = labels[index]
+            with torch.autocast(self.device.type, dtype=_amp_dtype(self.device), enabled=self.amp):
+                logits = self.model(x)
+            logits = logits.float()
+            loss = self.loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                lr = self.optim.param_groups[0]["lr"]
+                raise ConfigError(f"training diverged in {where} (loss {loss.item()}); lower lr (now {lr:g})")
+            self.optim.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+            self.sched.step()
+            with torch.no_grad():
+                p_y = logits.softmax(dim=1).gather(1, y[:, None]).squeeze(1)
+                correct = (logits.argmax(1) == y).sum()
+                batch = torch.stack([loss.detach() * len(y), correct.double(), p_y.sum().double(), torch.tensor(len(y))])
+                totals += batch.double().cpu()
+        count = totals[3].item()
+        return {
+            "loss": totals[0].item() / count,
+            "train_accuracy": totals[1].item() / count,
+            "confidence": totals[2].item() / count,
+            "lr": self.optim.param_groups[0]["lr"],
+        }
 
 
 def default_rank(num_classes: int) -> int:
@@ -403,18 +459,23 @@ def _head_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, LowRankTanhHead)]
 
 
-def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor) -> Any:
+def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor | None) -> Any:
     """``harden(model, rank)`` unless the model already carries a low-rank head.
 
     The SVD warm start sees the head's inputs on ``calibration`` (normalised
     training images), so the new head's BatchNorm starts from real feature
     statistics and its tanh in the linear regime: the hardened model starts
-    close to the trained one instead of from scratch.
+    close to the trained one instead of from scratch. ``calibration=None``
+    builds the structure only (resuming: the weights are loaded next), with
+    the global RNG left as it was so the resumed run stays exact.
     """
     if _head_modules(model):
         return getattr(model, "midefend_hardening", None)
     from ..defenses.surgery import harden
 
+    if calibration is None:
+        with torch.random.fork_rng(devices=[]):
+            return harden(model, rank=rank, init="random")
     was_training = model.training
     model.eval()  # calibrate on inference-mode features (BatchNorm running statistics)
     report = harden(model, rank=rank, init="svd", calibration=calibration)

@@ -52,9 +52,10 @@ class TrainingProgress:
             self._progress.__exit__(*exc)
             self._progress = None
 
-    def start_stage(self, name: str, epochs: int) -> None:
+    def start_stage(self, name: str, epochs: int, done: int = 0) -> None:
+        """A new bar for stage ``name`` of ``epochs`` epochs, ``done`` of them already (resumed)."""
         if self._progress is not None:
-            self._task = self._progress.add_task(name, total=epochs, metrics="")
+            self._task = self._progress.add_task(name, total=epochs, completed=done, metrics="")
 
     def update(self, row: dict[str, Any]) -> None:
         if self._progress is not None and self._task is not None:
