@@ -527,6 +527,46 @@ class TestVerifyOptions:
 
 
 # ---------------------------------------------------------------------------------------------
+# 5b. train options
+
+
+TRAIN_OPTIONS = [
+    (["--batch-size", "1"], "batch_size must be an integer >= 2, got 1"),
+    (["--epochs", "0"], "epochs must be an integer >= 1, got 0"),
+    (["--lr", "-1"], "lr must be a positive number, got -1.0"),
+    (["--lr", "nan"], "lr must be a positive number, got nan"),
+    (["--augment", "mixup"], "augment must be one of none, flip, light, strong, digits or a BatchAugment, got 'mixup'"),
+    (["--defense", "dp-sgd"], "defense must be one of nodef, midre, calor, midre\\+calor, got 'dp-sgd'"),
+    (["--arch", "timm/not_a_net"], "unknown timm architecture 'not_a_net'"),
+    (["--arch", "torchvision/resnet18"], "torchvision models take 3 input channels, got in_chans=1"),
+    (["--size", "2"], "size must be an integer >= 4, got 2"),
+    (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
+    (["--device", "cuda:7"], "device 'cuda:7' is not available \\(no CUDA device found\\)"),
+]
+
+
+class TestTrainOptions:
+    @pytest.mark.parametrize(("extra", "message"), TRAIN_OPTIONS, ids=[" ".join(e) for e, _ in TRAIN_OPTIONS])
+    def test_bad_option(self, ws, tmp_path, extra, message):
+        if extra[0] == "--device" and extra[1].startswith("cuda") and torch.cuda.is_available():
+            pytest.skip("a CUDA device is present")
+        assert_cli_error(invoke(*train_args(ws["data"], tmp_path / "m.safetensors", *extra)), message)
+        assert files_under(tmp_path) == {}
+
+    def test_size_beyond_memory(self, ws, tmp_path, monkeypatch):
+        """--size 100000 would need 10 GB per image: refused before any image is decoded (not an OOM kill)."""
+        import midefend.data.folders as folders
+
+        def no_decoding(*args, **kwargs):
+            raise AssertionError("an image was decoded at a size that cannot fit in memory")
+
+        monkeypatch.setattr(folders, "read_image", no_decoding)
+        result = invoke(*train_args(ws["data"], tmp_path / "m.safetensors", "--size", "100000"))
+        assert_cli_error(result, "size must be an integer in \\[4, \\d+\\], got 100000")
+        assert files_under(tmp_path) == {}
+
+
+# ---------------------------------------------------------------------------------------------
 # 6. output paths: missing or read-only folder, existing file, a writer that fails half-way
 
 
