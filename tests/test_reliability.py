@@ -526,6 +526,33 @@ class TestVerifyOptions:
         assert files_under(tmp_path) == {}
 
 
+COMPARE_REPORTS = {
+    "not-json": ("{oops", "report {path} is not readable JSON: Expecting property name enclosed in double quotes: line 1 column 2 \\(char 1\\)"),
+    "not-a-report": ('{"a": 1}', "{path} is not a midefend verify report"),
+}
+
+
+class TestCompare:
+    @pytest.mark.parametrize("case", sorted(COMPARE_REPORTS))
+    def test_bad_report(self, ws, tmp_path, case):
+        text, message = COMPARE_REPORTS[case]
+        report = tmp_path / "report.json"
+        report.write_text(text)
+        result = invoke("compare", report, report, "--out", tmp_path / "cmp", "-q")
+        assert_cli_error(result, message.format(path=q(report)))
+        assert files_under(tmp_path) == {"report.json": len(text)}
+
+    def test_one_model(self, ws, tmp_path):
+        result = invoke("compare", ws["target"], "--eval-model", ws["eval"], "--out", tmp_path / "cmp", "-q")
+        assert_cli_error(result, "compare needs a NoDef model and at least one defended model, got 1 path\\(s\\)")
+        assert files_under(tmp_path) == {}
+
+    def test_checkpoints_without_evaluation_model(self, ws, tmp_path):
+        result = invoke("compare", ws["target"], ws["target"], "--out", tmp_path / "cmp", "-q")
+        assert_cli_error(result, f"--eval-model is needed to attack checkpoint {q(ws['target'])}")
+        assert files_under(tmp_path) == {}
+
+
 # ---------------------------------------------------------------------------------------------
 # 5b. train options
 
