@@ -553,6 +553,21 @@ class TestCompare:
         assert files_under(tmp_path) == {}
 
 
+DEMO_OPTIONS = [
+    (["--data", "cifar"], "--data must be 'digits' or 'orl', got 'cifar'"),
+    (["--defense", "dp-sgd"], "--defense must be midre, calor or midre\\+calor, got 'dp-sgd'"),
+    (["--data", "orl"], "--data orl needs --data-dir PATH \\(the ORL faces folder\\) or \\$MIDEFEND_ORL_DIR"),
+]
+
+
+class TestDemo:
+    @pytest.mark.parametrize(("extra", "message"), DEMO_OPTIONS, ids=[" ".join(e) for e, _ in DEMO_OPTIONS])
+    def test_bad_option(self, tmp_path, monkeypatch, extra, message):
+        monkeypatch.delenv("MIDEFEND_ORL_DIR", raising=False)
+        assert_cli_error(invoke("demo", "--out", tmp_path / "demo", "-q", *extra), message)
+        assert files_under(tmp_path) == {}
+
+
 # ---------------------------------------------------------------------------------------------
 # 5b. train options
 
