@@ -724,6 +724,22 @@ class TestOutputs:
         assert_cli_error(invoke(*args), OSERROR.format(code=errno.ENOSPC, text="No space left on device", path=q(out)))
         assert files_under(tmp_path) == {"m.safetensors": len(b"previous version")}  # old file intact, no temp file
 
+    def test_ctrl_c_half_way_through_a_checkpoint(self, ws, tmp_path, monkeypatch):
+        import safetensors.torch
+
+        real = safetensors.torch.save_file
+
+        def save_file(tensors, filename, metadata=None):
+            real(tensors, filename, metadata=metadata)
+            Path(filename).write_bytes(Path(filename).read_bytes()[:100])
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+        result = invoke(*_harden_args(ws, tmp_path / "h.safetensors"))
+        assert result.exit_code == 130
+        assert result.stderr.strip() == "interrupted" and "Traceback" not in result.output
+        assert files_under(tmp_path) == {}
+
     def test_verify_report_writer_fails_half_way(self, ws, tmp_path, monkeypatch):
         real = Path.write_text
 
