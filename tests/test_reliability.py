@@ -67,6 +67,16 @@ def train_args(data: object, out: Path, *extra: object, channels: int = 1) -> li
     return ["train", "--data", data, "--out", out, "--epochs", "1", "--size", "16", "--channels", channels, "-q", *extra]
 
 
+def forbid_decoding(monkeypatch) -> None:
+    """Fail cleanly, instead of being killed for lack of memory, if an image gets decoded."""
+    import midefend.data.folders as folders
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded at a size that cannot fit in memory")
+
+    monkeypatch.setattr(folders, "read_image", no_decoding)
+
+
 def check_nothing_written(folder: Path, before: dict[str, int]) -> None:
     after = files_under(folder)
     assert after == before, sorted(set(after) ^ set(before))
@@ -217,6 +227,14 @@ class TestCheckpointFiles:
         message = _truncated(ws["eval"], bad)
         result = invoke("verify", ws["target"], "--eval-model", bad, "--attack", "miface", "--out", tmp_path / "run", "-q")
         assert_cli_error(result, message)
+        assert not (tmp_path / "run").exists()
+
+    def test_input_size_beyond_memory(self, ws, tmp_path, monkeypatch):
+        """A crafted header claiming 100000x100000 inputs: verify refuses before decoding data at that size."""
+        forbid_decoding(monkeypatch)
+        huge = with_metadata(ws["target"], tmp_path / "huge.safetensors", lambda meta: meta.update(input_size=[1, 100000, 100000]))
+        result = invoke("verify", huge, "--eval-model", ws["eval"], "--attack", "miface", "--out", tmp_path / "run", "-q")
+        assert_cli_error(result, "size must be an integer in \\[4, \\d+\\], got 100000")
         assert not (tmp_path / "run").exists()
 
 
@@ -597,12 +615,7 @@ class TestTrainOptions:
 
     def test_size_beyond_memory(self, ws, tmp_path, monkeypatch):
         """--size 100000 would need 10 GB per image: refused before any image is decoded (not an OOM kill)."""
-        import midefend.data.folders as folders
-
-        def no_decoding(*args, **kwargs):
-            raise AssertionError("an image was decoded at a size that cannot fit in memory")
-
-        monkeypatch.setattr(folders, "read_image", no_decoding)
+        forbid_decoding(monkeypatch)
         result = invoke(*train_args(ws["data"], tmp_path / "m.safetensors", "--size", "100000"))
         assert_cli_error(result, "size must be an integer in \\[4, \\d+\\], got 100000")
         assert files_under(tmp_path) == {}
