@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from midefend.defenses.erasing import BatchRandomErasing, RandomErasingTransform, random_erase_batch
-from midefend.errors import ConfigError, UnsafeCheckpointError
+from midefend.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from midefend.io.checkpoints import load_checkpoint
 from midefend.io.legacy import import_research_checkpoint
 
@@ -228,6 +228,15 @@ class TestCheckpointFiles:
         result = invoke("verify", ws["target"], "--eval-model", bad, "--attack", "miface", "--out", tmp_path / "run", "-q")
         assert_cli_error(result, message)
         assert not (tmp_path / "run").exists()
+
+    @pytest.mark.parametrize("allow_pickle", [False, True])
+    def test_named_pipe(self, tmp_path, allow_pickle):
+        """A FIFO would block open() forever: refused by its file type, nothing is opened."""
+        fifo = tmp_path / "model.safetensors"
+        os.mkfifo(fifo)
+        with pytest.raises(CheckpointError, match=f"^checkpoint {q(fifo)} is not a regular file \\(a pipe, socket or device\\)$"):
+            load_checkpoint(fifo, allow_pickle=allow_pickle)
+        assert_cli_error(invoke("inspect", fifo), f"checkpoint {q(fifo)} is not a regular file \\(a pipe, socket or device\\)")
 
     def test_input_size_beyond_memory(self, ws, tmp_path, monkeypatch):
         """A crafted header claiming 100000x100000 inputs: verify refuses before decoding data at that size."""

@@ -104,6 +104,9 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         raise CheckpointError(f"checkpoint {name!r} does not exist")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {name!r} is a folder, expected a .safetensors file")
+    if not path.is_file():
+        # A named pipe or a device: open() of a FIFO would block forever, /dev/zero never ends.
+        raise CheckpointError(f"checkpoint {name!r} is not a regular file (a pipe, socket or device)")
     try:
         with open(path, "rb") as handle:
             file_bytes = os.fstat(handle.fileno()).st_size

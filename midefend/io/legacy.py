@@ -48,6 +48,8 @@ STATE_DICT_KEYS = ("model_state_dict", "state_dict")
 
 def is_pickle_file(path: str | os.PathLike[str]) -> bool:
     """True when the file starts like a ``torch.save`` archive or a pickle (only 8 bytes are read)."""
+    if Path(path).exists() and not Path(path).is_dir() and not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a regular file (a pipe, socket or device)")
     try:
         with open(path, "rb") as handle:
             return looks_like_pickle(handle.read(8))
