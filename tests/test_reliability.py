@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from midefend.defenses.erasing import BatchRandomErasing, RandomErasingTransform, random_erase_batch
 from midefend.errors import CheckpointError, ConfigError, UnsafeCheckpointError
@@ -333,6 +334,17 @@ def _corrupt_image(root: Path) -> tuple[Path, str]:
     return root, f"cannot read image {re.escape(str(bad))}: UnidentifiedImageError: cannot identify image file {q(bad)}"
 
 
+def _decompression_bomb(root: Path) -> tuple[Path, str]:
+    # 15000 x 15000 1-bit pixels: 27 kB as a PNG, 225 million pixels once decoded.
+    make_image_folder(root)
+    bomb = root / "c1" / "bomb.png"
+    Image.new("1", (15000, 15000)).save(bomb)
+    return root, (
+        f"cannot read image {re.escape(str(bomb))}: DecompressionBombError: Image size \\(225000000 pixels\\) exceeds limit "
+        "of \\d+ pixels, could be decompression bomb DOS attack\\."
+    )
+
+
 def _missing(root: Path) -> tuple[Path, str]:
     return root, f"data {q(root)} is neither 'orl', 'digits', 'digits-public' nor an existing folder"
 
@@ -347,6 +359,7 @@ DATA = {
     "one-class": _one_class,
     "class-without-images": _class_without_images,
     "corrupt-image": _corrupt_image,
+    "decompression-bomb": _decompression_bomb,
     "missing-folder": _missing,
     "too-few-images-to-split": _too_few_images,
 }
