@@ -559,6 +559,23 @@ class TestVerifyOptions:
         )
         check_nothing_written(tmp_path, before)
 
+    def test_prior_whose_config_claims_a_huge_generator(self, ws, tmp_path):
+        """A crafted prior header (latent_dim 10**12, i.e. terabytes of weights): one line, not a RuntimeError."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        from midefend.attacks.priors import DCGANGenerator, GenerativePrior, save_prior
+
+        prior = save_prior(GenerativePrior(DCGANGenerator(latent_dim=8, channels=1, width=4, image_size=16)), tmp_path / "p.safetensors")
+        with safe_open(str(prior), framework="pt") as handle:
+            metadata = handle.metadata()
+        metadata["config"] = json.dumps({**json.loads(metadata["config"]), "latent_dim": 10**12})
+        save_file(load_file(str(prior)), str(prior), metadata=metadata)
+        before = files_under(tmp_path)
+        result = invoke(*verify_args(ws, tmp_path / "run", "--attack", "ppa", "--prior", prior))
+        assert_cli_error(result, f"prior {q(prior)} .+")
+        check_nothing_written(tmp_path, before)
+
     def test_prior_that_is_not_a_prior(self, ws, tmp_path):
         missing = tmp_path / "prior.safetensors"
         result = invoke(*verify_args(ws, tmp_path / "run", "--attack", "ppa", "--prior", missing))
