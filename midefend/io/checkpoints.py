@@ -233,8 +233,22 @@ def load_checkpoint(
         )
     header = read_safetensors_header(path)
     meta = decode_metadata(header.metadata, name=name)
+    _check_header_fits(header.tensors, meta, name)
     tensors = _read_tensors(path)
     return restore_checkpoint(tensors, meta, device=device, path=Path(path))
+
+
+def _check_header_fits(tensors: Mapping[str, Any], meta: dict[str, Any], name: str) -> None:
+    """Compare the header's tensor names and shapes with the architecture built on the ``meta`` device.
+
+    Nothing is allocated and no tensor data is read, so a crafted header that claims
+    a huge architecture (``num_classes`` of 10**9 over a file of a few kilobytes)
+    is refused before the real build could exhaust memory.
+    """
+    expected = _rebuild(meta, device="meta", error=CheckpointError, source=name).state_dict()
+    problem = _state_dict_mismatch(_match_prefixes(dict(tensors), expected), expected)
+    if problem:
+        raise CheckpointError(f"checkpoint {name!r} does not fit {meta['arch']} with {meta['num_classes']} classes: {problem}")
 
 
 def restore_checkpoint(
