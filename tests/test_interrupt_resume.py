@@ -135,6 +135,33 @@ def test_resume_after_kill(ws, reference, tmp_path, monkeypatch, sig):
         assert leftovers == []  # atomic_write removes its temporary file on KeyboardInterrupt
 
 
+def test_resume_after_the_disk_filled_up(ws, reference, tmp_path, monkeypatch):
+    """The disk fills up while the third class is written: one line, the first two classes kept, --resume completes."""
+    import errno
+
+    import safetensors.torch
+
+    real = safetensors.torch.save_file
+    written: list[str] = []
+
+    def save_file(tensors, filename, metadata=None):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tensors, filename, metadata=metadata)
+        written.append(filename)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(safetensors.torch, "save_file", save_file)
+        result = invoke(*verify_args(ws, out))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: [Errno 28] No space left on device: '{out / 'attack' / 'class_00002.safetensors'}'"
+    assert sorted(class_files(out)) == [0, 1]
+    assert not [p.name for p in (out / "attack").iterdir() if p.name.startswith(".")]
+    assert invoke(*verify_args(ws, out, "--resume")).exit_code == 0
+    assert comparable_report(out) == comparable_report(reference)
+
+
 def test_resume_after_a_damaged_class_file(ws, reference, tmp_path):
     """A class file cut short (a disk that filled up outside midefend) is recomputed, not trusted."""
     out = tmp_path / "run"
