@@ -20,7 +20,6 @@ import json
 import os
 import pickle
 import re
-import shutil
 import struct
 from pathlib import Path
 
