@@ -19,6 +19,7 @@ KNN distance and FID compare against exactly the images the target trained on.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -54,13 +55,13 @@ def parse_classes(spec: str | Sequence[int] | None, num_classes: int) -> list[in
     return sorted(out)
 
 
-def _load(path: Any, device: str, role: str) -> Any:
+def _load(path: Any, device: str) -> Any:
+    """A loaded checkpoint as is, or a path loaded with :func:`~midefend.io.checkpoints.load_checkpoint`."""
     from ..io.checkpoints import load_checkpoint
 
     if hasattr(path, "model") and hasattr(path, "input_size"):
         return path
-    ckpt = load_checkpoint(path, device=device)
-    return ckpt
+    return load_checkpoint(path, device=device)
 
 
 def _describe(ckpt: Any, name: str) -> dict[str, Any]:
@@ -78,12 +79,15 @@ def _describe(ckpt: Any, name: str) -> dict[str, Any]:
 
 def load_private_data(ckpt: Any, data: str | Path | None = None, *, split_seed: int | None = None) -> tuple[Any, Any]:
     """The target's private ``(train, test)`` split, at its input size and channels."""
-    from ..data.resolve import load_dataset
+    from ..data.resolve import ORL_ENV, load_dataset
 
     recorded = (ckpt.extra or {}).get("data") or {}
     spec = data if data is not None else recorded.get("spec")
     if spec is None:
         raise ConfigError("the checkpoint does not record its data set: pass --data (orl, digits or a folder)")
+    source = recorded.get("source")
+    if data is None and spec == "orl" and not os.environ.get(ORL_ENV) and source and Path(source).is_dir():
+        spec = source  # the ORL folder the target was trained from, when $MIDEFEND_ORL_DIR is unset
     split = recorded.get("split") or {}
     seed = split_seed if split_seed is not None else int(split.get("seed", 0))
     kwargs: dict[str, Any] = {"size": ckpt.input_size[1], "channels": ckpt.input_size[0], "seed": seed}
@@ -134,8 +138,8 @@ def verify(
     start = time.perf_counter()
     attack_cls = get_attack(attack)
     instance = attack_cls(**(attack_options or {}))
-    target_ckpt = _load(checkpoint, device, "target")
-    eval_ckpt = _load(eval_model, device, "evaluation model")
+    target_ckpt = _load(checkpoint, device)
+    eval_ckpt = _load(eval_model, device)
     if eval_ckpt.num_classes != target_ckpt.num_classes:
         raise ConfigError(f"the evaluation model has {eval_ckpt.num_classes} classes but the target has {target_ckpt.num_classes}")
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
@@ -148,9 +152,7 @@ def verify(
         the_prior = prior if isinstance(prior, GenerativePrior) else load_prior(prior, device=device)
     out = Path(out_dir)
     result = run_attack(instance, target, the_prior, classes=class_list, out_dir=out / "attack", resume=resume, device=device, progress=progress)
-    target.to("cpu")
-    evaluator.to(device)
-    metrics = evaluate_attack(result, evaluator, train, target=target.to(device), test=test)
+    metrics = evaluate_attack(result, evaluator.to(device), train, target=target.to(device), test=test)
     firsts = torch.stack([train.images[(train.labels == c).nonzero()[0, 0]] for c in result.classes])
     report = {
         "midefend_version": __version__,
