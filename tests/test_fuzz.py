@@ -341,3 +341,90 @@ class TestErasingParameters:
     def test_image_without_channels(self):
         with pytest.raises(MidefendError, match="^value='mean' is defined for 1 or 3 channels, got an input with 0 channels$"):
             RandomErasingTransform()(torch.rand(2, 0, 5, 5))
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def _option_value(valid):
+    return maybe(valid, weight=2, other=st.one_of(st.text(max_size=6), st.integers(-(2**65), 2**65).map(str), st.sampled_from(["", "-1", "nan", "1e9", "0"])))
+
+
+VERIFY_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "--classes": _option_value(st.sampled_from(["all", "0-3", "1,2", "3", "0-0"])),
+        "--per-class": _option_value(st.integers(1, 2).map(str)),
+        "--candidates": _option_value(st.integers(1, 3).map(str)),
+        "--steps": _option_value(st.integers(1, 2).map(str)),
+        "--loss": _option_value(st.sampled_from(["poincare", "max-margin", "logit", "cross-entropy"])),
+        "--augment": _option_value(st.sampled_from(["none", "crop", "crop+flip"])),
+        "--seed": _option_value(st.integers(0, 2**31).map(str)),
+        "--device": _option_value(st.just("cpu")),
+    },
+)
+TRAIN_OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "--defense": _option_value(st.sampled_from(["nodef", "midre", "calor", "midre+calor"])),
+        "--rank": _option_value(st.integers(1, 4).map(str)),
+        "--erase-max": _option_value(st.sampled_from(["0.4", "0.8", "1"])),
+        "--lr": _option_value(st.sampled_from(["0.001", "0.01"])),
+        "--batch-size": _option_value(st.integers(2, 8).map(str)),
+        "--augment": _option_value(st.sampled_from(["none", "flip", "light", "strong", "digits"])),
+        "--seed": _option_value(st.integers(0, 2**31).map(str)),
+        "--split-seed": _option_value(st.integers(0, 9).map(str)),
+        "--device": _option_value(st.just("cpu")),
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    from reliability_fixtures import make_workspace
+
+    return make_workspace(tmp_path_factory.mktemp("cli-fuzz"))
+
+
+def _check_command(args: list[object]) -> None:
+    """Exit 0, or exit 1/2 with exactly one ``error: ...`` line on stderr; never an escaped exception."""
+    from reliability_fixtures import invoke
+
+    result = invoke(*args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    if result.exit_code != 0:
+        assert result.exit_code in (1, 2), (result.exit_code, result.output)
+        lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("note: ")]
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "Traceback" not in result.output
+
+
+def _is_big_int(text: str) -> bool:
+    try:
+        return abs(int(text)) >= 2**63
+    except ValueError:
+        return False
+
+
+def _flatten(options: dict[str, str]) -> list[str]:
+    return [item for pair in options.items() for item in pair]
+
+
+class TestCommandLine:
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(options=VERIFY_OPTIONS)
+    def test_verify(self, workspace, tmp_path, options):
+        _check_command(["verify", workspace["target"], "--eval-model", workspace["eval"], "--attack", "miface",
+                        "--out", tmp_path / "run", "-q", *_flatten(options)])  # fmt: skip
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(options=TRAIN_OPTIONS)
+    def test_train(self, workspace, tmp_path, options):
+        # Known bug, pinned by test_reliability.py::TestTrainOptions (--device gpu / cuda:7): train does
+        # not check --device. Remove this line once those cases pass.
+        assume(options.get("--device", "cpu") == "cpu")
+        # Known bug, pinned by TestTrainOptions (--seed 2**64): seeds beyond 64 bits reach torch unchecked.
+        assume(all(not _is_big_int(options.get(name, "0")) for name in ("--seed", "--split-seed")))
+        _check_command(["train", "--data", workspace["data"], "--out", tmp_path / "m.safetensors", "--size", "16",
+                        "--channels", "1", "--epochs", "1", "--calor-epochs", "1", "--ca-epochs", "1", "-q", *_flatten(options)])  # fmt: skip

@@ -575,6 +575,25 @@ class TestVerifyOptions:
         assert_cli_error(result, f"prior {q(prior)} .+")
         check_nothing_written(tmp_path, before)
 
+    def test_seed_beyond_64_bits(self, ws, tmp_path):
+        seed = str(2**64)
+        assert_cli_error(invoke(*verify_args(ws, tmp_path / "run", "--attack", "ppa", "--seed", seed)), f"seed must be .+, got {seed}")
+        assert files_under(tmp_path) == {}
+
+    def test_prior_of_another_image_size(self, ws, tmp_path):
+        """Not a bad input: a 32 px prior for a 16 px target is resized (antialiased) inside the attack.
+
+        On CPUs with native bfloat16 (precision "auto" -> bf16) the antialiased resize runs under
+        bfloat16 autocast, which torch does not implement on the CPU.
+        """
+        from midefend.attacks.priors import DCGANGenerator, GenerativePrior, save_prior
+
+        torch.manual_seed(0)
+        prior = save_prior(GenerativePrior(DCGANGenerator(latent_dim=8, channels=1, width=4, image_size=32)), tmp_path / "p.safetensors")
+        result = invoke(*verify_args(ws, tmp_path / "run", "--attack", "ppa", "--prior", prior))
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "run" / "report.json").is_file()
+
     def test_prior_that_is_not_a_prior(self, ws, tmp_path):
         missing = tmp_path / "prior.safetensors"
         result = invoke(*verify_args(ws, tmp_path / "run", "--attack", "ppa", "--prior", missing))
@@ -640,6 +659,8 @@ TRAIN_OPTIONS = [
     (["--size", "2"], "size must be an integer >= 4, got 2"),
     (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
     (["--device", "cuda:7"], "device 'cuda:7' is not available \\(no CUDA device found\\)"),
+    (["--seed", str(2**64)], f"seed must be .+, got {2**64}"),
+    (["--split-seed", str(-(2**65))], f"split_seed must be .+, got {-(2**65)}"),
 ]
 
 
