@@ -594,6 +594,18 @@ class TestVerifyOptions:
         assert result.exit_code == 0, result.output
         assert (tmp_path / "run" / "report.json").is_file()
 
+    def test_gmi_with_a_prior_without_discriminator(self, ws, tmp_path):
+        from midefend.attacks.priors import DCGANGenerator, GenerativePrior, save_prior
+
+        prior = save_prior(GenerativePrior(DCGANGenerator(latent_dim=8, channels=1, width=4, image_size=16)), tmp_path / "p.safetensors")
+        before = files_under(tmp_path)
+        result = invoke(*verify_args(ws, tmp_path / "run", "--attack", "gmi", "--prior", prior))
+        assert_cli_error(
+            result,
+            "attack 'gmi' needs a prior with a discriminator; prior 'prior' has none \\(train one with train_prior, or use the 'ppa' attack\\)",
+        )
+        check_nothing_written(tmp_path, before)
+
     def test_prior_that_is_not_a_prior(self, ws, tmp_path):
         missing = tmp_path / "prior.safetensors"
         result = invoke(*verify_args(ws, tmp_path / "run", "--attack", "ppa", "--prior", missing))
