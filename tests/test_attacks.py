@@ -135,6 +135,7 @@ class TestAttackErrors:
             ({"augment": "rotate"}, r"augment must be one of crop\+flip, crop, none, got 'rotate'"),
             ({"precision": "fp8"}, r"precision must be one of auto, fp32, bf16, got 'fp8'"),
             ({"init_pool": -1}, r"init_pool must be a non-negative integer, got -1"),
+            ({"candidates": 8, "init_pool": 4}, r"init_pool must be 0 \(random start\) or >= candidates \(8\), got 4"),
             ({"momentum": 0.9}, r"unknown option\(s\) for attack 'ppa': momentum"),
         ],
     )

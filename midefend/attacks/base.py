@@ -375,14 +375,19 @@ class LatentAttack(Attack):
     its own random latents.
     """
 
+    def validate_extra(self) -> None:
+        pool, k = self.options.get("init_pool", 0), self.options["candidates"]
+        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 0:
+            raise ConfigError(f"init_pool must be a non-negative integer, got {pool!r}")
+        if 0 < pool < k:
+            raise ConfigError(f"init_pool must be 0 (random start) or >= candidates ({k}), got {pool}")
+
     def init_params(self, ctx: _Context, classes: list[int], gens: list[torch.Generator]) -> torch.Tensor:
         assert ctx.prior is not None
         k, pool = self.options["candidates"], self.options["init_pool"]
         if pool == 0:
             return torch.cat([ctx.prior.sample_latents(k, generator=g) for g in gens])
         scores = self._pool_scores(ctx)
-        if pool < k:
-            raise ConfigError(f"init_pool ({pool}) must be >= candidates ({k})")
         best = scores[:, classes].topk(k, dim=0).indices.T  # (n_classes, k)
         return ctx.pool_latents[best.reshape(-1)].clone()
 

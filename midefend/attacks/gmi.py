@@ -36,9 +36,8 @@ class GMIAttack(LatentAttack):
     defaults = {"loss": "cross-entropy", "lr": 0.02, "steps": 300, "init_pool": 0, "identity_weight": 100.0, "clip": 3.0}
 
     def validate_extra(self) -> None:
+        super().validate_extra()
         o = self.options
-        if not isinstance(o["init_pool"], int) or o["init_pool"] < 0:
-            raise ConfigError(f"init_pool must be a non-negative integer, got {o['init_pool']!r}")
         if not o["identity_weight"] > 0:
             raise ConfigError(f"identity_weight must be positive, got {o['identity_weight']!r}")
         if not o["clip"] > 0:

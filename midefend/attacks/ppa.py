@@ -17,7 +17,6 @@ of 2,000 latents.
 
 from __future__ import annotations
 
-from ..errors import ConfigError
 from .base import LatentAttack
 from .registry import register_attack
 
@@ -27,11 +26,6 @@ class PPAAttack(LatentAttack):
     """Latent-space attack with the Poincaré loss, augmentation and robust final selection."""
 
     defaults = {"init_pool": 2000}
-
-    def validate_extra(self) -> None:
-        pool = self.options["init_pool"]
-        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 0:
-            raise ConfigError(f"init_pool must be a non-negative integer, got {pool!r}")
 
 
 __all__ = ["PPAAttack"]
