@@ -173,9 +173,11 @@ class Attack:
         for key in ("per_class", "candidates", "steps", "max_batch"):
             if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {o[key]!r}")
-        for key in ("selection_augs", "seed"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 0:
-                raise ConfigError(f"{key} must be a non-negative integer, got {o[key]!r}")
+        if not isinstance(o["selection_augs"], int) or isinstance(o["selection_augs"], bool) or o["selection_augs"] < 0:
+            raise ConfigError(f"selection_augs must be a non-negative integer, got {o['selection_augs']!r}")
+        if not isinstance(o["seed"], int) or isinstance(o["seed"], bool) or not 0 <= o["seed"] < 2**63:
+            # torch.Generator.manual_seed takes 64-bit seeds; class_seed mixes within 2**63.
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {o['seed']!r}")
         if o["candidates"] < o["per_class"]:
             raise ConfigError(f"candidates must be >= per_class ({o['per_class']}), got {o['candidates']!r}")
         if o["class_batch"] is not None and (not isinstance(o["class_batch"], int) or o["class_batch"] < 1):

@@ -219,6 +219,13 @@ def save_prior(prior: GenerativePrior, path: str | Path) -> Path:
     return Path(path)
 
 
+def _expected_shapes(generator: nn.Module, discriminator: nn.Module | None) -> dict[str, tuple[int, ...]]:
+    shapes = {f"generator.{k}": tuple(v.shape) for k, v in generator.state_dict().items()}
+    if discriminator is not None:
+        shapes.update({f"discriminator.{k}": tuple(v.shape) for k, v in discriminator.state_dict().items()})
+    return shapes
+
+
 def load_prior(spec: str | Path, *, device: Any = None) -> GenerativePrior:
     """``"face-gan"`` -> :func:`load_face_prior`; otherwise a safetensors file from :func:`save_prior`."""
     if str(spec) == FACE_PRIOR:
@@ -239,12 +246,22 @@ def load_prior(spec: str | Path, *, device: Any = None) -> GenerativePrior:
         raise CheckpointError(f"prior {str(path)!r} is not a midefend prior (metadata format {metadata.get('format')!r})")
     try:
         config = json.loads(metadata["config"])
-        generator = DCGANGenerator(config["latent_dim"], config["channels"], config["width"], config["image_size"])
-        discriminator = None
-        if "discriminator_width" in config:
-            discriminator = DCGANDiscriminator(config["channels"], config["discriminator_width"], config["image_size"])
+
+        def build() -> tuple[DCGANGenerator, DCGANDiscriminator | None]:
+            g = DCGANGenerator(config["latent_dim"], config["channels"], config["width"], config["image_size"])
+            has_d = "discriminator_width" in config
+            return g, DCGANDiscriminator(config["channels"], config["discriminator_width"], config["image_size"]) if has_d else None
+
+        # First on the meta device (no memory): a header claiming a huge generator must not allocate it.
+        with torch.device("meta"):
+            shapes = _expected_shapes(*build())
     except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as exc:
         raise CheckpointError(f"prior {str(path)!r} has a bad config in its metadata: {exc}") from None
+    stored = {name: tuple(t.shape) for name, t in tensors.items()}
+    if stored != shapes:
+        wrong = sorted(set(stored.items()) ^ set(shapes.items()))[0][0]
+        raise CheckpointError(f"prior {str(path)!r} weights do not match its config (first difference: {wrong})")
+    generator, discriminator = build()
     try:
         generator.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("generator.")}, strict=True)
         if discriminator is not None:
@@ -282,7 +299,8 @@ def adapt_images(x: torch.Tensor, *, channels: int, size: int | tuple[int, int])
     elif x.shape[1] != channels:
         raise ConfigError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
     if tuple(x.shape[-2:]) != hw:
-        x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+        # float32: the antialiased kernels have no bfloat16 CPU implementation (autocast gives bf16 here).
+        x = F.interpolate(x.float(), size=hw, mode="bilinear", align_corners=False, antialias=True)
     return x
 
 
