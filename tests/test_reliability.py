@@ -672,8 +672,8 @@ TRAIN_OPTIONS = [
     (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
     (["--device", "cuda:7"], "device 'cuda:7' is not available \\(no CUDA device found\\)"),
     (["--epochs", "3", "--lr", "1e30"], "training diverged in stage 'train' epoch \\d+ \\(loss nan\\); lower lr \\(now .+\\)"),
-    (["--seed", str(2**64)], f"seed must be .+, got {2**64}"),
-    (["--split-seed", str(-(2**65))], f"split_seed must be .+, got {-(2**65)}"),
+    (["--seed", str(2**64)], f"(--)?seed must be .+, got {2**64}"),
+    (["--split-seed", str(-(2**65))], f"(--)?split[-_]seed must be .+, got {-(2**65)}"),
 ]
 
 
