@@ -123,7 +123,7 @@ class TestStages:
         assert [(s.name, s.loss, s.erase) for s in defense_stages("nodef", epochs=5, lr=1e-3)] == [("train", "ce", None)]
         (midre,) = defense_stages("midre", epochs=5, lr=1e-3, erase_max=0.8)
         assert midre.erase == (0.1, 0.8)
-        calor = defense_stages("calor", epochs=30, lr=1e-3, pretrain_epochs=60, ca_epochs=10, ca_lr=1e-4)
+        calor = defense_stages("calor", epochs=30, lr=1e-3, pretrain_epochs=60, ca_epochs=10, ca_lr=1e-4, head_lr_mult=10.0)
         assert [(s.name, s.epochs, s.lr, s.loss, s.harden_before) for s in calor] == [
             ("pretrain", 60, 1e-3, "ce", False),
             ("head", 30, 1e-3, "ce", True),
@@ -227,8 +227,8 @@ class TestTrainClassifier:
         assert before.train_confidence > target + 0.1
         assert target < after.train_confidence < before.train_confidence - 0.02
         assert after.history[-1]["stage"] == "ca" and after.defense["ca_b"] == b
-        assert after.train_accuracy >= before.train_accuracy - 0.05
-        assert after.test_accuracy >= before.test_accuracy - 0.05
+        assert after.train_accuracy >= before.train_accuracy - 0.02
+        assert after.test_accuracy >= before.test_accuracy - 0.1  # 50 test images: at most 5 more mistakes
 
     def test_step_schedule_and_sgd(self, tiny):
         train, _ = tiny

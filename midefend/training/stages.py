@@ -18,6 +18,14 @@ defense         stages
 ``midre+calor`` as ``calor``, with random erasing in the cross-entropy stages
 ==============  =============================================================================
 
+Why the head stage runs at the backbone's learning rate (``head_lr_mult=1``):
+``harden`` warm-starts the low-rank head from the trained linear head by a
+truncated SVD calibrated on training images, and on ORL (rank 16) the
+hardened model kept the NoDef model's 99.2% test accuracy before any
+training. The 10x head learning rate that a randomly initialised head needs
+wrecked that start (56% training accuracy after 5 epochs, 90% after 30);
+at 1x the head stage ended at 98.3% after 10 epochs.
+
 Why CALoR starts from a trained backbone: a low-rank tanh head trained from
 scratch keeps small logits (mean ``p_y`` about 0.14 in midefend's ORL probe),
 and the CA loss then does nothing, since its gradient vanishes for ``p_y``
@@ -89,8 +97,8 @@ def defense_stages(
     lr: float,
     erase_max: float = 0.4,
     pretrain_epochs: int = 0,
-    head_lr_mult: float = 10.0,
-    ca_epochs: int = 10,
+    head_lr_mult: float = 1.0,
+    ca_epochs: int = 5,
     ca_lr: float = 1e-4,
 ) -> list[Stage]:
     """The stages of ``defense`` (table in the module docstring); validates every argument."""

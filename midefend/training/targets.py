@@ -11,17 +11,18 @@ Defaults per data set (all trained from scratch; each overridable):
 =========  ========================  ======  =====  ==========  ======
 data       architecture              epochs  lr     batch size  augment
 =========  ========================  ======  =====  ==========  ======
-``orl``    ``midefend/resnet_small``  40     1e-3   32          light
+``orl``    ``midefend/resnet_small``  60     1e-3   16          light
 ``digits`` ``midefend/resnet_small``  15     1e-3   64          digits
-a folder   ``midefend/resnet_small``  40     1e-3   32          light
+a folder   ``midefend/resnet_small``  60     1e-3   16          light
 =========  ========================  ======  =====  ==========  ======
 
 CALoR recipes need a trained backbone (see :mod:`midefend.training.stages`):
 ``init=`` a NoDef checkpoint of the same architecture (fast: the benchmarks
 reuse their NoDef model), or, without it, the backbone is first trained for
 ``epochs`` with cross-entropy (plus erasing for ``midre+calor``); then the
-low-rank head trains for ``calor_epochs`` (20) at 10x the learning rate and
-the CA fine-tune runs ``ca_epochs`` (10) at ``ca_lr`` (1e-4).
+SVD-warm-started low-rank head and the backbone train for ``calor_epochs``
+(10) with cross-entropy, and the CA fine-tune runs ``ca_epochs`` (5, as the
+CALoR authors) at ``ca_lr`` (1e-4).
 
 >>> result = train_target("digits", defense="nodef", epochs=1, out="nodef.safetensors")  # doctest: +SKIP
 >>> result.test_accuracy  # doctest: +SKIP
@@ -48,7 +49,7 @@ DEFAULT_TARGET_ARCH = "midefend/resnet_small"
 DEFAULT_EVAL_ARCH = "midefend/vgg_small"
 
 _RECIPES = {
-    "orl": {"epochs": 40, "lr": 1e-3, "batch_size": 32, "augment": "light"},
+    "orl": {"epochs": 60, "lr": 1e-3, "batch_size": 16, "augment": "light"},
     "digits": {"epochs": 15, "lr": 1e-3, "batch_size": 64, "augment": "digits"},
 }
 
@@ -71,8 +72,8 @@ def train_target(
     rank: int | None = None,
     erase_max: float = 0.4,
     epochs: int | None = None,
-    calor_epochs: int = 20,
-    ca_epochs: int = 10,
+    calor_epochs: int = 10,
+    ca_epochs: int = 5,
     ca_lr: float = 1e-4,
     lr: float | None = None,
     batch_size: int | None = None,
