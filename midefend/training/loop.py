@@ -147,8 +147,9 @@ def train_classifier(
     rank: int | None = None,
     pretrain_epochs: int = 0,
     head_lr_mult: float = 1.0,
+    calor_lr: float | None = None,
     ca_epochs: int = 5,
-    ca_lr: float = 1e-4,
+    ca_lr: float = 2e-5,
     ca_a: float = 1.0,
     ca_b: float = 8.0,
     augment: str | BatchAugment | None = "light",
@@ -178,7 +179,7 @@ def train_classifier(
             90% of the stage, CALoR's 75/90 of 100 epochs) or ``"constant"``.
         erase_max: MIDRE's ``a_h``: erased area ratio ``~ U[0.1, erase_max]``.
         rank: CALoR's head rank (default :func:`default_rank` of the class count).
-        pretrain_epochs, head_lr_mult, ca_epochs, ca_lr, ca_a, ca_b: CALoR's
+        pretrain_epochs, head_lr_mult, calor_lr, ca_epochs, ca_lr, ca_a, ca_b: CALoR's
             stages and confidence-adaptation loss ``a * p_y**b * log p_y``.
         augment: preset name (``"none"``, ``"flip"``, ``"light"``, ``"strong"``,
             ``"digits"``) or a :class:`BatchAugment`.
@@ -211,6 +212,7 @@ def train_classifier(
         erase_max=erase_max,
         pretrain_epochs=pretrain_epochs,
         head_lr_mult=head_lr_mult,
+        calor_lr=calor_lr,
         ca_epochs=ca_epochs,
         ca_lr=ca_lr,
     )

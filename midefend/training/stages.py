@@ -11,7 +11,8 @@ defense         stages
                 area ratio ``a_e ~ U[0.1, erase_max]``, MIDRE's ``a_h``; 0.4 or 0.8)
 ``calor``       [``pretrain``: cross-entropy, ``pretrain_epochs``, only if > 0]
                 -> ``harden(model, rank)`` (low-rank tanh head, SVD warm start)
-                -> ``head``: cross-entropy, ``epochs`` (may be 0), head at ``head_lr_mult * lr``
+                -> ``head``: cross-entropy, ``epochs`` (may be 0) at ``calor_lr`` (default ``lr``),
+                head at ``head_lr_mult`` times that
                 -> ``ca``: confidence adaptation ``a * p_y**b * log p_y``, ``ca_epochs`` at
                 ``ca_lr``, no erasing (the CALoR authors' stage 2 uses a flip only; midefend
                 keeps the run's augmentation, which must not flip digits)
@@ -98,8 +99,9 @@ def defense_stages(
     erase_max: float = 0.4,
     pretrain_epochs: int = 0,
     head_lr_mult: float = 1.0,
+    calor_lr: float | None = None,
     ca_epochs: int = 5,
-    ca_lr: float = 1e-4,
+    ca_lr: float = 2e-5,
 ) -> list[Stage]:
     """The stages of ``defense`` (table in the module docstring); validates every argument."""
     check_defense(defense)
@@ -110,6 +112,8 @@ def defense_stages(
     _check_lr("lr", lr)
     _check_lr("ca_lr", ca_lr)
     _check_lr("head_lr_mult", head_lr_mult)
+    calor_lr = lr if calor_lr is None else calor_lr
+    _check_lr("calor_lr", calor_lr)
     erase = None
     if defense.startswith("midre"):
         if isinstance(erase_max, bool) or not isinstance(erase_max, (int, float)) or not 0.1 < erase_max <= 1.0:
@@ -121,7 +125,7 @@ def defense_stages(
     if pretrain_epochs:
         stages.append(Stage("pretrain", pretrain_epochs, lr, erase=erase))
     if epochs:
-        stages.append(Stage("head", epochs, lr, erase=erase, harden_before=True, head_lr_mult=head_lr_mult))
+        stages.append(Stage("head", epochs, calor_lr, erase=erase, harden_before=True, head_lr_mult=head_lr_mult))
     if ca_epochs:
         stages.append(Stage("ca", ca_epochs, ca_lr, loss="ca", harden_before=not epochs))
     if not epochs and not ca_epochs:
