@@ -63,7 +63,7 @@ class TestWriteReport:
         assert image.size == (2 + 4 * (4 + 2), 2 + 2 * (4 + 2))
         import numpy as np
 
-        array = torch.from_numpy(np.asarray(image.convert("L")))
+        array = torch.from_numpy(np.array(image.convert("L")))
         assert array[2, 2] == 0  # first tile: the (black) private image
         assert array[2, 8] == 255  # second tile: a (white) reconstruction
 
