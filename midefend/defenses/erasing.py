@@ -341,7 +341,10 @@ class RandomErasingTransform(_ErasingSettings, Transform):
             out = self._erase4(pixels.unsqueeze(0), params, inplace=True)[0]
             return F.to_pil_image(out, mode=inpt.mode)
         plain = inpt.as_subclass(torch.Tensor)
-        x4 = plain.reshape(-1, *plain.shape[-3:])
+        if plain.shape[-1] == 0 or plain.shape[-2] == 0:
+            return inpt  # no pixels, nothing to erase (as random_erase_batch)
+        # An explicit leading size: reshape(-1, ...) is ambiguous for images without pixels.
+        x4 = plain.reshape(math.prod(plain.shape[:-3]), *plain.shape[-3:])
         out = self._erase4(x4, params, inplace=self.inplace).reshape(plain.shape)
         if self.inplace and out.data_ptr() != plain.data_ptr():
             out = plain.copy_(out)  # reshape had to copy (odd strides): write back
