@@ -668,7 +668,7 @@ TRAIN_OPTIONS = [
     (["--defense", "dp-sgd"], "defense must be one of nodef, midre, calor, midre\\+calor, got 'dp-sgd'"),
     (["--arch", "timm/not_a_net"], "unknown timm architecture 'not_a_net'"),
     (["--arch", "torchvision/resnet18"], "torchvision models take 3 input channels, got in_chans=1"),
-    (["--size", "2"], "size must be an integer >= 4, got 2"),
+    (["--size", "2"], "size must be an integer in \\[4, 4096\\], got 2"),
     (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
     (["--device", "cuda:7"], "device 'cuda:7' is not available \\(no CUDA device found\\)"),
     (["--epochs", "3", "--lr", "1e30"], "training diverged in stage 'train' epoch \\d+ \\(loss nan\\); lower lr \\(now .+\\)"),

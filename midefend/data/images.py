@@ -35,10 +35,14 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".t
 _MODES = {1: "L", 3: "RGB"}
 
 
+MAX_SIZE = 4096
+
+
 def check_size_channels(size: int, channels: int) -> None:
     """Validate the two arguments every loader takes (one-line errors naming them)."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 4:
-        raise ConfigError(f"size must be an integer >= 4, got {size!r}")
+    # The upper bound keeps a typo (or a crafted header) from decoding images that cannot fit in memory.
+    if not isinstance(size, int) or isinstance(size, bool) or not 4 <= size <= MAX_SIZE:
+        raise ConfigError(f"size must be an integer in [4, {MAX_SIZE}], got {size!r}")
     if channels not in _MODES:
         raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
 
@@ -52,13 +56,14 @@ def read_image(
 ) -> torch.Tensor:
     """Decode ``path`` and return float32 ``(channels, size, size)`` in ``[0, 1]`` (steps in the module docstring)."""
     from PIL import Image, UnidentifiedImageError
+    from PIL.Image import DecompressionBombError
 
     check_size_channels(size, channels)
     try:
         with Image.open(path) as image:
             image.load()
             picture = image
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, DecompressionBombError, OSError, ValueError) as exc:
         raise DataError(f"cannot read image {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     width, height = picture.size
     if box is None:
@@ -86,4 +91,4 @@ def natural_key(path: Path) -> tuple:
     return tuple(int(p) if p.isdigit() else p.lower() for p in parts)
 
 
-__all__ = ["IMAGE_EXTENSIONS", "check_size_channels", "list_images", "natural_key", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_SIZE", "check_size_channels", "list_images", "natural_key", "read_image"]

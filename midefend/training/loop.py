@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.datasets import ClassificationData
+from ..io.checkpoints import _check_device as check_device
 from ..errors import ConfigError, DataError
 from .augment import BatchAugment, get_augment
 from .progress import TrainingProgress
@@ -129,6 +130,13 @@ def evaluate(
     model.train(was_training)
     n = len(data)
     return {"accuracy": correct / n, "confidence": confidence / n, "loss": loss / n}
+
+
+def check_seed(name: str, value: object) -> int:
+    """A seed torch accepts: an integer in ``[0, 2**64 - 1]`` (ConfigError otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise ConfigError(f"{name} must be an integer in [0, 2**64 - 1], got {value!r}")
+    return value
 
 
 def train_classifier(
@@ -224,7 +232,8 @@ def train_classifier(
         raise ConfigError(f"mean and std need {channels} values (std > 0) for {channels}-channel images, got {mean}, {std}")
     if weight_decay is None:
         weight_decay = 0.05 if optimizer == "adamw" else 5e-4
-    device = torch.device(device)
+    device = check_device(device)
+    check_seed("seed", seed)
     if amp is None:
         amp = device.type == "cuda"
     if "calor" in defense and rank is None:

@@ -44,7 +44,7 @@ from ..architectures import build_model
 from ..data.datasets import ClassificationData
 from ..data.resolve import load_dataset
 from ..errors import ConfigError
-from .loop import TrainResult, train_classifier
+from .loop import check_device, check_seed, TrainResult, train_classifier
 
 #: The target architecture midefend trains by default (fast on CPUs at 32-64 px).
 DEFAULT_TARGET_ARCH = "midefend/resnet_small"
@@ -118,6 +118,9 @@ def train_target(
         the :class:`~midefend.training.TrainResult`; ``result.extra["checkpoint"]``
         is the written path when ``out`` is given.
     """
+    check_seed("seed", seed)
+    check_seed("split_seed", split_seed)
+    check_device(device)
     if isinstance(data, tuple):
         train, test = data
         spec = train.name
