@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from midefend.defenses.erasing import BatchRandomErasing, RandomErasingTransform, random_erase_batch
@@ -393,13 +393,6 @@ def _check_command(args: list[object]) -> None:
         assert "Traceback" not in result.output
 
 
-def _is_big_int(text: str) -> bool:
-    try:
-        return abs(int(text)) >= 2**63
-    except ValueError:
-        return False
-
-
 def _flatten(options: dict[str, str]) -> list[str]:
     return [item for pair in options.items() for item in pair]
 
@@ -414,10 +407,5 @@ class TestCommandLine:
     @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(options=TRAIN_OPTIONS)
     def test_train(self, workspace, tmp_path, options):
-        # Known bug, pinned by test_reliability.py::TestTrainOptions (--device gpu / cuda:7): train does
-        # not check --device. Remove this line once those cases pass.
-        assume(options.get("--device", "cpu") == "cpu")
-        # Known bug, pinned by TestTrainOptions (--seed 2**64): seeds beyond 64 bits reach torch unchecked.
-        assume(all(not _is_big_int(options.get(name, "0")) for name in ("--seed", "--split-seed")))
         _check_command(["train", "--data", workspace["data"], "--out", tmp_path / "m.safetensors", "--size", "16",
                         "--channels", "1", "--epochs", "1", "--calor-epochs", "1", "--ca-epochs", "1", "-q", *_flatten(options)])  # fmt: skip
