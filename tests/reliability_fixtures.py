@@ -21,6 +21,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -35,6 +36,15 @@ TARGET_ARCH, TARGET_KW = "midefend/resnet_small", {"in_chans": 1, "widths": [8, 
 EVAL_ARCH, EVAL_KW = "midefend/vgg_small", {"in_chans": 1, "widths": [8, 16], "hidden": 16, "drop_rate": 0.0}
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; two OpenMP threads on a busy 2-core machine spin (40x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_image_folder(root: Path, *, classes: int = 4, per_class: int = 5, mode: str = "L", seed: int = 0) -> Path:
@@ -135,6 +145,7 @@ __all__ = [
     "assert_cli_error",
     "files_under",
     "invoke",
+    "one_thread",
     "join_safetensors",
     "make_checkpoint",
     "make_image_folder",

@@ -34,6 +34,7 @@ from midefend.errors import MidefendError
 from midefend.io.checkpoints import load_checkpoint, read_checkpoint_header
 
 from conftest import devices
+from reliability_fixtures import one_thread  # noqa: F401  (autouse fixture)
 from reliability_fixtures import TARGET_ARCH, TARGET_KW, join_safetensors, make_checkpoint, make_image_folder, split_safetensors
 
 SMALL = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

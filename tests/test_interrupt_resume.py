@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 
 from midefend.attacks.miface import MIFaceAttack
 
+from reliability_fixtures import one_thread  # noqa: F401  (autouse fixture)
 from reliability_fixtures import invoke, make_workspace
 
 CLASSES = 6

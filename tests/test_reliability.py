@@ -32,6 +32,7 @@ from midefend.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from midefend.io.checkpoints import load_checkpoint
 from midefend.io.legacy import import_research_checkpoint
 
+from reliability_fixtures import one_thread  # noqa: F401  (autouse fixture)
 from reliability_fixtures import (
     TARGET_ARCH,
     TARGET_KW,
