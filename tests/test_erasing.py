@@ -182,6 +182,25 @@ class TestBatchOp:
         assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         assert torch.equal(y.cpu(), ref)
 
+    @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "offset_view"])
+    def test_large_boxes_take_the_per_box_copy_and_equal_reference(self, layout):
+        # 3x80x80 with areas up to 90%: boxes from 400 to 17k elements, on both sides of
+        # LARGE_BOX_ELEMENTS, so the index_copy_ groups and the per-box copies mix in one batch
+        from midefend.defenses.erasing_apply import LARGE_BOX_ELEMENTS
+
+        base = torch.rand(26, 3, 80, 80, generator=gen(4))
+        x = {"contiguous": base, "channels_last": base.contiguous(memory_format=torch.channels_last),
+             "offset_view": base[2:]}[layout]  # fmt: skip
+        y, boxes = random_erase_batch(x, scale=(0.02, 0.9), ratio=(0.5, 2.0), return_boxes=True, generator=gen(5))
+        sizes = 3 * boxes.height * boxes.width
+        assert bool((sizes >= LARGE_BOX_ELEMENTS).any()) and bool((sizes < LARGE_BOX_ELEMENTS).any())
+        assert torch.equal(y, reference_erase(x, boxes, MEAN))
+        before = base.clone()
+        random_erase_batch(x, boxes=boxes, inplace=True)
+        assert torch.equal(x, y)
+        if layout == "offset_view":  # the two samples before the view are untouched
+            assert torch.equal(base[:2], before[:2])
+
     def test_patches_equal_reference(self):
         x = torch.rand(16, 3, 32, 32)
         y, boxes = random_erase_batch(x, mode="patches", num_patches=4, scale=(0.025, 0.1), return_boxes=True)
