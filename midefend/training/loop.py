@@ -157,7 +157,8 @@ def train_classifier(
     head_lr_mult: float = 1.0,
     calor_lr: float | None = None,
     ca_epochs: int = 5,
-    ca_lr: float = 2e-5,
+    ca_lr: float = 1e-4,
+    ca_params: str = "head",
     ca_a: float = 1.0,
     ca_b: float = 8.0,
     augment: str | BatchAugment | None = "light",
@@ -189,6 +190,8 @@ def train_classifier(
         rank: CALoR's head rank (default :func:`default_rank` of the class count).
         pretrain_epochs, head_lr_mult, calor_lr, ca_epochs, ca_lr, ca_a, ca_b: CALoR's
             stages and confidence-adaptation loss ``a * p_y**b * log p_y``.
+        ca_params: what the CA fine-tune trains: ``"head"`` (the low-rank head; the
+            backbone is frozen in eval mode) or ``"all"`` (the authors' whole model).
         augment: preset name (``"none"``, ``"flip"``, ``"light"``, ``"strong"``,
             ``"digits"``) or a :class:`BatchAugment`.
         mean, std: input normalisation (default 0.5 per channel, as MIDRE's code).
@@ -223,6 +226,7 @@ def train_classifier(
         calor_lr=calor_lr,
         ca_epochs=ca_epochs,
         ca_lr=ca_lr,
+        ca_params=ca_params,
     )
     base_augment = get_augment(augment)
     channels = train.channels
@@ -290,6 +294,7 @@ def train_classifier(
                 augment=get_augment(stage.augment) if stage.augment else base_augment,
                 erase=stage.erase, mean=mean, std=std, channels_last=channels_last,
                 amp=bool(amp), device=device, data_gen=data_gen, erase_gen=erase_gen,
+                train_only=_head_modules(model) if stage.head_only else None,
             )  # fmt: skip
             bar.start_stage(stage.name, stage.epochs, done=first_epoch - 1)
             for stage_epoch in range(first_epoch, stage.epochs + 1):
@@ -345,10 +350,13 @@ class _Step:
     device: torch.device
     data_gen: torch.Generator
     erase_gen: torch.Generator
+    train_only: list[nn.Module] | None = None  # head-only stages: the rest stays in eval mode
 
     def epoch(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, where: str) -> dict[str, float]:
         """One pass over shuffled batches; returns mean ``loss``, ``train_accuracy``, ``confidence`` and final ``lr``."""
-        self.model.train()
+        self.model.train(self.train_only is None)
+        for module in self.train_only or ():
+            module.train()
         totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, p_y sum, count
         for index in _batches(len(labels), batch_size, self.data_gen):
             x = self.augment(images[index], generator=self.data_gen)
@@ -418,6 +426,7 @@ def _defense_record(defense: str, *, erase_max: float, rank: int | None, ca_a: f
         record["rank"] = rank
         record["ca_a"], record["ca_b"] = float(ca_a), float(ca_b)
         record["ca_epochs"] = sum(s.epochs for s in stages if s.loss == "ca")
+        record["ca_params"] = "head" if any(s.head_only for s in stages) else "all"
     return record
 
 
@@ -495,7 +504,9 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
 
 
 def _param_groups(model: nn.Module, stage: Stage) -> list[dict[str, Any]]:
-    """All trainable parameters; the low-rank head's at ``head_lr_mult`` x the stage's lr."""
+    """All trainable parameters (the head's only in head-only stages); the low-rank head's at ``head_lr_mult`` x the stage's lr."""
+    if stage.head_only:
+        return [{"params": [p for m in _head_modules(model) for p in m.parameters() if p.requires_grad], "lr": stage.lr}]
     params = [p for p in model.parameters() if p.requires_grad]
     if stage.head_lr_mult == 1.0:
         return [{"params": params, "lr": stage.lr}]

@@ -15,7 +15,8 @@ defense         stages
                 head at ``head_lr_mult`` times that
                 -> ``ca``: confidence adaptation ``a * p_y**b * log p_y``, ``ca_epochs`` at
                 ``ca_lr``, no erasing (the CALoR authors' stage 2 uses a flip only; midefend
-                keeps the run's augmentation, which must not flip digits)
+                keeps the run's augmentation, which must not flip digits); trains the low-rank
+                head only (``ca_params="head"``, backbone frozen) or everything (``"all"``)
 ``midre+calor`` as ``calor``, with random erasing in the cross-entropy stages
 ==============  =============================================================================
 
@@ -47,6 +48,8 @@ from ..errors import ConfigError
 
 #: The defense names :func:`defense_stages` knows.
 DEFENSES = ("nodef", "midre", "calor", "midre+calor")
+#: What the CA fine-tune trains: the low-rank head only (default), or the whole model.
+CA_PARAMS = ("head", "all")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Stage:
         augment: augmentation preset name, or ``None`` for the run's default.
         harden_before: apply ``harden(model, rank=...)`` before this stage.
         head_lr_mult: learning-rate factor for the low-rank head's parameters.
+        head_only: train only the low-rank head; the backbone is frozen and kept in eval
+            mode (its BatchNorm statistics do not move either).
     """
 
     name: str
@@ -72,6 +77,7 @@ class Stage:
     augment: str | None = None
     harden_before: bool = False
     head_lr_mult: float = 1.0
+    head_only: bool = False
 
 
 def check_defense(defense: str) -> str:
@@ -101,7 +107,8 @@ def defense_stages(
     head_lr_mult: float = 1.0,
     calor_lr: float | None = None,
     ca_epochs: int = 5,
-    ca_lr: float = 2e-5,
+    ca_lr: float = 1e-4,
+    ca_params: str = "head",
 ) -> list[Stage]:
     """The stages of ``defense`` (table in the module docstring); validates every argument."""
     check_defense(defense)
@@ -112,6 +119,8 @@ def defense_stages(
     _check_lr("lr", lr)
     _check_lr("ca_lr", ca_lr)
     _check_lr("head_lr_mult", head_lr_mult)
+    if ca_params not in CA_PARAMS:
+        raise ConfigError(f"ca_params must be one of {', '.join(CA_PARAMS)}, got {ca_params!r}")
     calor_lr = lr if calor_lr is None else calor_lr
     _check_lr("calor_lr", calor_lr)
     erase = None
@@ -127,10 +136,10 @@ def defense_stages(
     if epochs:
         stages.append(Stage("head", epochs, calor_lr, erase=erase, harden_before=True, head_lr_mult=head_lr_mult))
     if ca_epochs:
-        stages.append(Stage("ca", ca_epochs, ca_lr, loss="ca", harden_before=not epochs))
+        stages.append(Stage("ca", ca_epochs, ca_lr, loss="ca", harden_before=not epochs, head_only=ca_params == "head"))
     if not epochs and not ca_epochs:
         raise ConfigError(f"defense {defense!r} needs epochs > 0 or ca_epochs > 0, got epochs=0 and ca_epochs=0")
     return stages
 
 
-__all__ = ["DEFENSES", "Stage", "check_defense", "defense_stages"]
+__all__ = ["CA_PARAMS", "DEFENSES", "Stage", "check_defense", "defense_stages"]
