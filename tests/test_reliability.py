@@ -673,6 +673,10 @@ TRAIN_OPTIONS = [
     (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
     (["--device", "cuda:7"], "device 'cuda:7' is not available \\(no CUDA device found\\)"),
     (["--epochs", "3", "--lr", "1e30"], "training diverged in stage 'train' epoch \\d+ \\(loss nan\\); lower lr \\(now .+\\)"),
+    # one step: its loss is still finite, the weights it leaves are not
+    (["--epochs", "1", "--lr", "1e30", "--batch-size", "4096"],
+     "training diverged in stage 'train' epoch 1 \\(the trained model's outputs are not finite\\); lower lr"),
+    (["--defense", "calor", "--ca-params", "backbone"], "ca_params must be one of head, all, got 'backbone'"),
     (["--seed", str(2**64)], f"seed must be an integer in \\[0, 2\\*\\*64 - 1\\], got {2**64}"),
     (["--split-seed", str(-(2**65))], f"split_seed must be an integer in \\[0, 2\\*\\*64 - 1\\], got {-(2**65)}"),
 ]

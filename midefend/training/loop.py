@@ -316,6 +316,10 @@ def train_classifier(
         model.to(memory_format=torch.contiguous_format)
         model.eval()
         final_train = evaluate(model, train, mean=mean, std=std, device=device)
+        if not math.isfinite(final_train["confidence"]):
+            # the last step can blow the weights up behind a finite loss: say so here, not at save time
+            where = f"stage {stages[-1].name!r} epoch {stages[-1].epochs}"
+            raise ConfigError(f"training diverged in {where} (the trained model's outputs are not finite); lower lr")
         test_accuracy = evaluate(model, test, mean=mean, std=std, device=device)["accuracy"] if test is not None else None
     return TrainResult(
         model=model,
