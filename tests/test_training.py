@@ -283,6 +283,16 @@ class TestTrainClassifier:
         with pytest.raises(ConfigError, match="training diverged in stage 'train' epoch 1"):
             fit(model, train, lr=1e6, optimizer="sgd", epochs=1)
 
+    def test_bad_rank_is_refused_before_pretraining(self, tiny, monkeypatch):
+        from midefend.training import loop
+
+        def no_training(*args, **kwargs):
+            raise AssertionError("an epoch ran before the rank was checked")
+
+        monkeypatch.setattr(loop._Step, "epoch", no_training)
+        with pytest.raises(ConfigError, match=r"^rank must be in \[1, 5\] for ResNetSmall.fc \(min\(in_features=\d+, num_classes=5\)\), got 6$"):
+            fit(tiny_model(), tiny[0], defense="calor", rank=6, pretrain_epochs=50)
+
     @pytest.mark.parametrize("device", devices())
     def test_devices(self, tiny, device):
         train, test = tiny

@@ -38,7 +38,7 @@ from ._checks import check_bool, check_positive_int, check_positive_real, descri
 from .head_locations import find_head_paths
 from .heads import ACTIVATIONS, LowRankTanhHead
 
-__all__ = ["harden", "check_hardened", "HardenReport", "HeadReplacement", "HARDENING_ATTR"]
+__all__ = ["harden", "check_hardened", "check_harden_rank", "HardenReport", "HeadReplacement", "HARDENING_ATTR"]
 
 logger = logging.getLogger(__name__)
 
@@ -260,25 +260,7 @@ def harden(
         )
 
     # Check every head before changing anything, so a failure leaves the model as it was.
-    plan: dict[str, nn.Module] = {}
-    for path in paths:
-        module = _get_head(root, path)
-        if isinstance(module, LowRankTanhHead):
-            if init == "svd":
-                raise HardenError(f"{name}.{path} is already a LowRankTanhHead: re-hardening needs init='random'")
-        elif not isinstance(module, nn.Linear):
-            raise HeadNotFoundError(
-                f"{name}.{path} is of type {type(module).__name__}, not an nn.Linear classifier; "
-                "harden() only replaces linear heads (pass head= to name one)"
-            )
-        in_features, num_classes = _head_shape(module)
-        bound = min(in_features, num_classes)
-        if rank > bound:
-            raise ConfigError(
-                f"rank must be in [1, {bound}] for {name}.{path} "
-                f"(min(in_features={in_features}, num_classes={num_classes})), got {rank}"
-            )
-        plan[path] = module
+    plan = {path: _checked_head(root, name, path, rank, init) for path in paths}
 
     if copy:
         model = copy_module.deepcopy(model)
@@ -310,6 +292,38 @@ def harden(
     report = HardenReport(name, rank, activation, norm, init, replaced, model=model)
     setattr(root, HARDENING_ATTR, report.to_dict())
     return report
+
+
+def _checked_head(root: nn.Module, name: str, path: str, rank: int, init: str) -> nn.Module:
+    """The head at ``path`` if ``harden`` can replace it with rank ``rank``; else the typed error."""
+    module = _get_head(root, path)
+    if isinstance(module, LowRankTanhHead):
+        if init == "svd":
+            raise HardenError(f"{name}.{path} is already a LowRankTanhHead: re-hardening needs init='random'")
+    elif not isinstance(module, nn.Linear):
+        raise HeadNotFoundError(
+            f"{name}.{path} is of type {type(module).__name__}, not an nn.Linear classifier; "
+            "harden() only replaces linear heads (pass head= to name one)"
+        )
+    in_features, num_classes = _head_shape(module)
+    bound = min(in_features, num_classes)
+    if rank > bound:
+        raise ConfigError(
+            f"rank must be in [1, {bound}] for {name}.{path} "
+            f"(min(in_features={in_features}, num_classes={num_classes})), got {rank}"
+        )
+    return module
+
+
+def check_harden_rank(model: nn.Module, rank: int, head: str | Sequence[str] | None = None) -> None:
+    """Raise what ``harden(model, rank=rank)`` would raise about the heads or the rank, changing nothing.
+
+    Lets a training run refuse a bad rank before hours of pre-training instead of after.
+    """
+    rank = check_positive_int("rank", rank)
+    root = _unwrap(model)
+    for path in find_head_paths(root, head):
+        _checked_head(root, type(root).__name__, path, rank, "random")
 
 
 def _head_shape(module: nn.Module) -> tuple[int, int]:

@@ -242,6 +242,10 @@ def train_classifier(
         amp = device.type == "cuda"
     if "calor" in defense and rank is None:
         rank = default_rank(train.num_classes)
+    if any(stage.harden_before for stage in stages) and not _head_modules(model):
+        from ..defenses.surgery import check_harden_rank
+
+        check_harden_rank(model, rank)  # before any pre-training, not after it
     from ..defenses.losses import ConfidenceAdaptationLoss
 
     ca_loss = ConfidenceAdaptationLoss(a=ca_a, b=ca_b)
