@@ -228,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=HERE / "results", help="checked-in summary, plot and grids")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md", help="file whose reproduce section is replaced")
     parser.add_argument("--resume", action="store_true", help="reuse finished trainings and attacks with the same settings")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the summary, Markdown and pictures from OUT_DIR/results.json")
     args = parser.parse_args(argv)
+    if args.report_only:
+        return write_outputs(json.loads((args.out_dir / "results.json").read_text()), args)
     config = load_config(args.config, args.quick)
     names = args.data.split(",") if args.data else list(config["datasets"])
     unknown = [n for n in names if n not in config["datasets"]]
@@ -252,14 +255,21 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "seconds_by_step": {k: round(v, 1) for k, v in records.seconds.items()},
         "config": config,
-        "datasets": {name: aggregate(block) for name, block in datasets.items()},
     }
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "results.json").write_text(json.dumps({**summary, "raw": datasets}, indent=1))
+    return write_outputs({**summary, "raw": datasets}, args)
+
+
+def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> int:
+    """The checked-in summary, the trade-off plot, the grids and the RESULTS.md section, from one run's results."""
+    raw = results.pop("raw")
+    summary = {**results, "datasets": {name: aggregate(block) for name, block in raw.items()}}
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "reproduce.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_tradeoff(summary, args.results_dir / "tradeoff.png")
-    for name, block in datasets.items():
-        reconstruction_grid(name, block, args.results_dir / f"grid-{name}.png")
+    for name, block in raw.items():
+        reconstruction_grid(name, block, args.results_dir / f"grid-{name}.png", private=False)
+        reconstruction_grid(name, block, args.out_dir / name / "grid-with-private.png", private=True)
     write_markdown(summary, args.results_md, args.results_dir)
     print(f"done in {summary['wall_seconds'] / 60:.1f} min; wrote {args.results_dir} and the reproduce section of {args.results_md}")
     return 0

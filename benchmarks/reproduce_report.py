@@ -117,7 +117,14 @@ def dataset_markdown(name: str, block: dict[str, Any], config: dict[str, Any], r
         pts = "; ".join(f"r{c['rank']}: acc {_pct(c['accuracy'])}%, attack acc@1 {_pct(c['attack_acc_top1'])}%" for c in block["curve"])
         lines.append(f"Other ranks on the full training split (seed 0, {block['curve'][0]['loss']} loss): {pts}.")
     grid = results_dir / f"grid-{name}.png"
-    lines += ["", f"![reconstructions, {name}]({os.path.relpath(grid, md_dir)})", ""]
+    lines += [
+        "",
+        f"Best reconstruction of the first classes per model (seed 0, strongest loss; the private images are not "
+        f"committed — `out/reproduce/{name}/grid-with-private.png` shows them next to it):",
+        "",
+        f"![reconstructions, {name}]({os.path.relpath(grid, md_dir)})",
+        "",
+    ]
     return lines
 
 
@@ -153,7 +160,7 @@ def time_lines(summary: dict[str, Any]) -> list[str]:
         return ["(every step reused from an earlier run's records)"]
     buckets: dict[str, float] = {}
     for key, seconds in steps.items():
-        kind = "attacks" if key.rsplit("-", 1)[-1] in summary["config"]["losses"] else "training"
+        kind = "attacks" if any(key.endswith("-" + loss) for loss in summary["config"]["losses"]) else "training"
         if key.endswith(("-eval", "-prior")) or "-sweep-" in key:
             kind = "evaluation models, priors, rank sweep"
         buckets[kind] = buckets.get(kind, 0.0) + seconds
@@ -238,8 +245,11 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:
 SHORT = {"nodef": "NoDef", "calor": "CALoR", "midre+calor": "M+C"}
 
 
-def reconstruction_grid(name: str, block: dict[str, Any], path: Path, rows: int = 8, tile_px: int = 64) -> None:
-    """Row = class; columns: a private image, then each model's best reconstruction (seed 0, strongest loss)."""
+def reconstruction_grid(name: str, block: dict[str, Any], path: Path, *, private: bool, rows: int = 8, tile_px: int = 64) -> None:
+    """Row = class; columns: (a private image,) then each model's best reconstruction (seed 0, strongest loss).
+
+    The checked-in grids leave the private images out: ORL comes from ``../shared`` and must not be committed.
+    """
     from PIL import Image, ImageDraw
 
     per_class = block["attack"]["per_class"]
@@ -253,10 +263,11 @@ def reconstruction_grid(name: str, block: dict[str, Any], path: Path, rows: int 
     n = min(rows, (first.height - 2) // tile)
     side = max(tile_px, tile - 2)
     head, gap = 16, 4
-    out = Image.new("RGB", ((side + gap) * (len(sources) + 1) + gap, head + (side + gap) * n + gap), "white")
+    columns = ([("private", first)] if private else []) + sources
+    out = Image.new("RGB", ((side + gap) * len(columns) + gap, head + (side + gap) * n + gap), "white")
     draw = ImageDraw.Draw(out)
-    for col, (text, img) in enumerate([("private", first)] + sources):
-        src_col = 0 if col == 0 else 1  # the private image, or the model's best reconstruction
+    for col, (text, img) in enumerate(columns):
+        src_col = 0 if text == "private" else 1  # the private image, or the model's best reconstruction
         x = gap + col * (side + gap)
         draw.text((x, 2), text, fill="black")
         for row in range(n):

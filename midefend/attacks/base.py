@@ -424,6 +424,8 @@ class _ResultStore:
         from ..io.atomic import atomic_write_text
 
         self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".class_*.tmp.safetensors"):
+            stale.unlink(missing_ok=True)  # a half-written class file of a killed run (atomic_write's temporary)
         state_path = self.root / _STATE_FILE
         done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         if resume and state_path.is_file():
