@@ -183,11 +183,16 @@ class TestBatchOp:
         assert torch.equal(y.cpu(), ref)
 
     @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "offset_view"])
-    def test_large_boxes_take_the_per_box_copy_and_equal_reference(self, layout):
+    def test_large_boxes_take_the_per_box_copy_and_equal_reference(self, layout, monkeypatch):
         # 3x80x80 with areas up to 90%: boxes from 400 to 17k elements, on both sides of
         # LARGE_BOX_ELEMENTS, so the index_copy_ groups and the per-box copies mix in one batch
         from midefend.defenses.erasing_apply import LARGE_BOX_ELEMENTS
 
+        import midefend.defenses.erasing_apply as apply_module
+
+        calls = []
+        original = apply_module._copy_large_boxes_
+        monkeypatch.setattr(apply_module, "_copy_large_boxes_", lambda *a: (calls.append(len(a[1])), original(*a)))
         base = torch.rand(26, 3, 80, 80, generator=gen(4))
         x = {"contiguous": base, "channels_last": base.contiguous(memory_format=torch.channels_last),
              "offset_view": base[2:]}[layout]  # fmt: skip
@@ -195,11 +200,34 @@ class TestBatchOp:
         sizes = 3 * boxes.height * boxes.width
         assert bool((sizes >= LARGE_BOX_ELEMENTS).any()) and bool((sizes < LARGE_BOX_ELEMENTS).any())
         assert torch.equal(y, reference_erase(x, boxes, MEAN))
+        assert calls and calls[0] >= 1  # the per-box path ran (it is what this test is about)
         before = base.clone()
         random_erase_batch(x, boxes=boxes, inplace=True)
         assert torch.equal(x, y)
         if layout == "offset_view":  # the two samples before the view are untouched
             assert torch.equal(base[:2], before[:2])
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+    def test_large_boxes_other_dtypes(self, dtype):
+        x = torch.rand(6, 3, 80, 80, generator=gen(6)).to(dtype)
+        y, boxes = random_erase_batch(x, scale=(0.5, 0.9), return_boxes=True, generator=gen(7))
+        assert bool((3 * boxes.height * boxes.width >= 8192).all())
+        assert y.dtype == dtype and torch.equal(y, reference_erase(x, boxes, torch.tensor(IMAGENET_MEAN, dtype=dtype)))
+
+    def test_gradients_flow_through_large_and_small_boxes(self):
+        # erasing inside an autograd graph (e.g. after a differentiable augmentation): erased pixels get no
+        # gradient, the others pass it through; the values equal the fast path's for the same boxes
+        x = torch.rand(8, 3, 80, 80, generator=gen(8), requires_grad=True)
+        y, boxes = random_erase_batch(x, scale=(0.02, 0.9), p=0.8, return_boxes=True, generator=gen(9))
+        assert y.requires_grad and torch.equal(y, random_erase_batch(x.detach(), boxes=boxes))
+        y.sum().backward()
+        assert torch.equal(x.grad, 1.0 - box_mask(x.shape, boxes).float().expand_as(x))
+        patches = torch.rand(4, 3, 32, 32, generator=gen(10), requires_grad=True)
+        z, pboxes = random_erase_batch(patches, mode="patches", num_patches=3, scale=(0.05, 0.2), return_boxes=True)
+        z.sum().backward()
+        assert torch.equal(patches.grad, 1.0 - box_mask(patches.shape, pboxes).float().expand_as(patches))
+        with torch.no_grad():  # no graph: the fast in-place path, same result
+            assert torch.equal(random_erase_batch(x, boxes=boxes), y.detach())
 
     def test_patches_equal_reference(self):
         x = torch.rand(16, 3, 32, 32)

@@ -52,7 +52,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import ConfigError
-from .erasing_apply import apply_boxes_, apply_pixels_
+from .erasing_apply import apply_boxes_, apply_pixels_, erase_differentiable
 from .erasing_params import (
     EraseBoxes,
     check_index,
@@ -150,6 +150,15 @@ def _erase(
             batch, height, width, scale=cfg.scale, ratio=cfg.ratio, p=cfg.p,
             generator=generator, device=x.device, fixed_seed=cfg.seed, index=idx,
         )  # fmt: skip
+    if x.requires_grad and torch.is_grad_enabled():
+        # the window-view writes and the kernel are not differentiable: a mask over the batch is
+        if boxes is None:
+            boxes = sample_boxes(
+                batch, height, width, scale=cfg.scale, ratio=cfg.ratio, p=cfg.p,
+                num_patches=cfg.patches(), generator=generator, device=x.device,
+            )  # fmt: skip
+        erased = erase_differentiable(x, boxes, fill, generator)
+        return (x.copy_(erased) if inplace else erased), boxes
     if _use_triton(out, fill, backend):
         seed_device = generator.device if generator is not None else "cpu"
         seeds = torch.randint(0, 2**31 - 1, (2,), generator=generator, device=seed_device).tolist()

@@ -17,7 +17,7 @@ the batch size). One exception, measured: ``index_copy_`` costs ~0.55 ns per ele
 ~0.15 ns for a strided ``copy_``, so on the CPU a constant-filled box of at least
 :data:`LARGE_BOX_ELEMENTS` elements (a MIDRE box on 224x224 images) gets its own view, and all
 such views are filled by one ``torch._foreach_copy_`` (about 1 us of Python per box to build the
-view, against ~4 us saved; 128x3x224x224 went from 5.9 to 3.3 ms on one core). Any strides work, so ``channels_last`` batches are erased
+view; 128x3x224x224 float32 went from 6.8 to 5.9 ms in ``benchmarks/erasing.py`` on one core). Any strides work, so ``channels_last`` batches are erased
 in their own layout.
 
 >>> import torch
@@ -34,7 +34,7 @@ import torch
 
 from .erasing_params import EraseBoxes, FillSpec
 
-__all__ = ["apply_boxes_", "apply_pixels_", "flat_boxes"]
+__all__ = ["apply_boxes_", "apply_pixels_", "erase_differentiable", "flat_boxes"]
 
 
 def flat_boxes(boxes: EraseBoxes) -> tuple[torch.Tensor, ...]:
@@ -60,8 +60,8 @@ def _extent(sizes: tuple[int, ...], strides: tuple[int, ...]) -> int:
 
 
 #: Boxes with at least this many elements are written one strided ``copy_`` each (vectorised, about
-#: 0.15 ns per element plus ~3 us per box) instead of through ``index_copy_`` (~0.55 ns per
-#: element): the crossover measured on one CPU core is near 8k elements (a 224x224 MIDRE box).
+#: 0.15 ns per element plus ~2.5-3.5 us per box for building and filling the view) instead of through
+#: ``index_copy_`` (~0.55 ns per element): the crossover measured on one CPU core is near 8k elements.
 LARGE_BOX_ELEMENTS = 8192
 
 
@@ -85,7 +85,8 @@ def apply_boxes_(
         # one (1, C, 1, 1) source expanded to every box: no per-pixel source memory is read
         constant = torch.tensor(fill.values, dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
     large: list[tuple[tuple[int, int, int], list[int]]] = []
-    # large constant boxes on the CPU take the per-box vectorised copy (LARGE_BOX_ELEMENTS)
+    # large constant boxes on the CPU take the per-box vectorised copy (LARGE_BOX_ELEMENTS); inputs
+    # that need gradients never get here (erase_differentiable)
     split_large = constant is not None and x.device.type == "cpu"
     for shape_key, group in zip(shapes.tolist(), torch.split(starts, counts.tolist())):
         bh, bw = divmod(shape_key, width + 1)
@@ -118,6 +119,30 @@ def _copy_large_boxes_(x: torch.Tensor, large: list, constant: torch.Tensor) -> 
     else:  # pragma: no cover - older torch
         for view, source in zip(views, sources):
             view.copy_(source)
+
+
+def erase_differentiable(
+    x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``x`` with ``boxes`` erased, out of place, through ops autograd can differentiate.
+
+    For inputs that require gradients (erasing inside a differentiable pipeline): in-place writes
+    through overlapping window views get wrong gradients, so this builds a ``(B, 1, H, W)`` mask of
+    the boxes and takes one ``torch.where`` over the batch -- slower, but erased pixels get zero
+    gradient and the others pass it through unchanged. Random fill draws its noise for the whole
+    batch here, so its values differ from the fast path's for the same generator.
+    """
+    batch, channels, height, width = x.shape
+    top, left, h, w = (f.reshape(batch, -1, 1, 1).to(device=x.device, dtype=torch.int64) for f in boxes[:4])
+    rows = torch.arange(height, device=x.device).view(1, 1, -1, 1)
+    cols = torch.arange(width, device=x.device).view(1, 1, 1, -1)
+    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    mask = inside.any(1, keepdim=True) & boxes.applied.to(x.device).view(-1, 1, 1, 1)
+    if fill.values is not None:
+        source = torch.tensor(fill.values, dtype=x.dtype, device=x.device).view(1, channels, 1, 1)
+    else:
+        source = _random_fill((batch, channels, height, width), fill, x, generator)
+    return torch.where(mask, source, x)
 
 
 def _random_fill(shape: tuple[int, ...], fill: FillSpec, like: torch.Tensor, generator) -> torch.Tensor:
