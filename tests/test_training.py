@@ -245,6 +245,7 @@ class TestTrainClassifier:
         assert head and all(name in before for name in state)
         changed = {name for name in state if not torch.equal(state[name], before[name])}
         assert changed & head  # the head learned
+        assert all(p.grad is None for p in after.parameters())  # no stale gradients left on the model
         if ca_params == "head":  # weights and BatchNorm statistics of the backbone are bit-identical
             assert changed <= head
         else:
@@ -309,12 +310,13 @@ class TestResume:
         torch.manual_seed(0)
         return build_model("midefend/vgg_small", num_classes=5, in_chans=1, widths=(8, 16), hidden=16)  # has dropout
 
-    @pytest.mark.parametrize("stop_after", [2, 3])  # end of the pretrain stage; inside the hardened head stage
+    # end of the pretrain stage; inside the hardened head stage; inside the head-only CA stage
+    @pytest.mark.parametrize("stop_after", [2, 3, 5])
     def test_interrupted_equals_uninterrupted(self, tiny, tmp_path, monkeypatch, stop_after):
         from midefend.training import progress
 
         train, test = tiny
-        settings = {"defense": "midre+calor", "pretrain_epochs": 2, "epochs": 2, "ca_epochs": 1, "rank": 3, "augment": "strong"}
+        settings = {"defense": "midre+calor", "pretrain_epochs": 2, "epochs": 2, "ca_epochs": 2, "rank": 3, "augment": "strong"}
         reference = fit(self.model(), train, test, **settings)
         state = tmp_path / "run.pt"
         original = progress.TrainingProgress.update
@@ -336,7 +338,8 @@ class TestResume:
         assert [r["loss"] for r in resumed.history] == [r["loss"] for r in reference.history]
         assert resumed.test_accuracy == reference.test_accuracy
         again = fit(self.model(), train, test, resume=state, **settings)  # finished: returns at once
-        assert len(again.history) == 5
+        assert len(again.history) == 6
+        assert all(p.requires_grad for p in resumed.model.parameters())  # the CA stage's freeze is undone
         assert all(torch.equal(expected[k], v) for k, v in again.model.state_dict().items())
 
     def test_refuses_another_runs_state(self, tiny, tmp_path):

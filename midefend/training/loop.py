@@ -300,24 +300,26 @@ def train_classifier(
                 amp=bool(amp), device=device, data_gen=data_gen, erase_gen=erase_gen,
                 train_only=_head_modules(model) if stage.head_only else None,
             )  # fmt: skip
-            bar.start_stage(stage.name, stage.epochs, done=first_epoch - 1)
-            for stage_epoch in range(first_epoch, stage.epochs + 1):
-                tick = time.perf_counter()
-                row = {"stage": stage.name, "epoch": len(history) + 1}
-                row |= step.epoch(images, labels, batch_size, where=f"stage {stage.name!r} epoch {stage_epoch}")
-                if test is not None and (stage_epoch == stage.epochs or (eval_every and stage_epoch % eval_every == 0)):
-                    row["test_accuracy"] = evaluate(model, test, mean=mean, std=std, device=device)["accuracy"]
-                row["seconds"] = time.perf_counter() - tick
-                history.append(row)
-                bar.update(row)
-                if resume is not None:
-                    save_state(
-                        resume, fingerprint=fingerprint, stage=stage_index, epoch=stage_epoch,
-                        hardened=bool(_head_modules(model)), history=history,
-                        model=model.state_dict(), optimizer=optim.state_dict(), scheduler=sched.state_dict(),
-                        scaler=scaler.state_dict(), data_gen=data_gen.get_state(), erase_gen=erase_gen.get_state(),
-                    )  # fmt: skip
+            with _only_heads_trainable(model, stage.head_only):  # head-only CA: no backbone gradients at all
+                bar.start_stage(stage.name, stage.epochs, done=first_epoch - 1)
+                for stage_epoch in range(first_epoch, stage.epochs + 1):
+                    tick = time.perf_counter()
+                    row = {"stage": stage.name, "epoch": len(history) + 1}
+                    row |= step.epoch(images, labels, batch_size, where=f"stage {stage.name!r} epoch {stage_epoch}")
+                    if test is not None and (stage_epoch == stage.epochs or (eval_every and stage_epoch % eval_every == 0)):
+                        row["test_accuracy"] = evaluate(model, test, mean=mean, std=std, device=device)["accuracy"]
+                    row["seconds"] = time.perf_counter() - tick
+                    history.append(row)
+                    bar.update(row)
+                    if resume is not None:
+                        save_state(
+                            resume, fingerprint=fingerprint, stage=stage_index, epoch=stage_epoch,
+                            hardened=bool(_head_modules(model)), history=history,
+                            model=model.state_dict(), optimizer=optim.state_dict(), scheduler=sched.state_dict(),
+                            scaler=scaler.state_dict(), data_gen=data_gen.get_state(), erase_gen=erase_gen.get_state(),
+                        )  # fmt: skip
         model.to(memory_format=torch.contiguous_format)
+        model.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
         model.eval()
         final_train = evaluate(model, train, mean=mean, std=std, device=device)
         if not math.isfinite(final_train["confidence"]):
@@ -434,7 +436,8 @@ def _defense_record(defense: str, *, erase_max: float, rank: int | None, ca_a: f
         record["rank"] = rank
         record["ca_a"], record["ca_b"] = float(ca_a), float(ca_b)
         record["ca_epochs"] = sum(s.epochs for s in stages if s.loss == "ca")
-        record["ca_params"] = "head" if any(s.head_only for s in stages) else "all"
+        if record["ca_epochs"]:
+            record["ca_params"] = "head" if any(s.head_only for s in stages) else "all"
     return record
 
 
@@ -479,6 +482,27 @@ def _erase(x: torch.Tensor, scale: tuple[float, float], generator: torch.Generat
     # MIDRE's boxes: one square per image (ratio 1), area ratio ~ U[scale], filled
     # with the ImageNet mean; x is still in [0, 1] here.
     return random_erase_batch(x, p=1.0, scale=scale, ratio=(1.0, 1.0), value="mean", generator=generator)
+
+
+@contextlib.contextmanager
+def _only_heads_trainable(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Turn off ``requires_grad`` outside the low-rank heads for a head-only stage, and back on after it.
+
+    The optimiser holds only the heads' parameters; without this the backward pass would still compute
+    (and leave behind, accumulated) gradients for the whole backbone.
+    """
+    if not enabled:
+        yield
+        return
+    head_ids = {id(p) for m in _head_modules(model) for p in m.parameters()}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def _head_modules(model: nn.Module) -> list[nn.Module]:
