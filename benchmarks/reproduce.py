@@ -20,7 +20,7 @@ data set. Settings come from ``benchmarks/config.json``; ``--quick`` uses its ``
 with ``--resume`` (finished trainings and attacks are reused when their settings match).
 
     MIDEFEND_ORL_DIR=../shared/data/orl_faces python benchmarks/reproduce.py --resume
-    python benchmarks/reproduce.py --quick --out-dir /tmp/repro --results-dir /tmp/repro/results
+    python benchmarks/reproduce.py --quick --out-dir /tmp/repro --results-dir /tmp/repro/results --results-md /tmp/repro/RESULTS.md
     python benchmarks/check.py
 """
 
@@ -65,7 +65,8 @@ class Records:
     def __init__(self, root: Path, resume: bool) -> None:
         self.root, self.resume = root / "records", resume
         self.root.mkdir(parents=True, exist_ok=True)
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}  # computed in this run
+        self.reused: dict[str, float] = {}  # taken from an earlier run's records (its seconds)
 
     def get(self, key: str, settings: dict[str, Any], work: Callable[[], dict[str, Any]], *, needs: Path | None = None) -> dict[str, Any]:
         path = self.root / f"{key}.json"
@@ -73,6 +74,7 @@ class Records:
             record = json.loads(path.read_text())
             if record.get("settings") == settings:
                 print(f"  reuse {key}", flush=True)
+                self.reused[key] = float(record["result"].get("seconds", 0.0))
                 return record["result"]
         start = time.perf_counter()
         result = work()
@@ -86,7 +88,9 @@ class Records:
 
 
 def train_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"calor_epochs": cfg["calor_epochs"], "ca_epochs": cfg["ca_epochs"], "progress": False}
+    # every recipe setting is spelled out, so a record made under other library defaults is not reused
+    keys = ("calor_epochs", "ca_epochs", "ca_lr", "ca_params")
+    return {**{k: cfg[k] for k in keys if k in cfg}, "progress": False}
 
 
 def model_specs(cfg: dict[str, Any], rank: int) -> list[tuple[str, dict[str, Any], str | None]]:
@@ -118,11 +122,12 @@ def rank_sweep(name: str, cfg: dict[str, Any], records: Records, out: Path) -> d
     else:
         fit, held = train.split(test_fraction=cfg["sweep_holdout_fraction"], seed=0)
     base = {"epochs": cfg["epochs"], "seed": 0, **train_kwargs(cfg)}
+    holdout = {k: cfg[k] for k in ("sweep_holdout_per_class", "sweep_holdout_fraction") if k in cfg}
     nodef_ckpt = out / "sweep-nodef.safetensors"
-    nodef = records.get(f"{name}-sweep-nodef", base, lambda: train_one((fit, held), nodef_ckpt, {**base, "defense": "nodef"}), needs=nodef_ckpt)
+    nodef = records.get(f"{name}-sweep-nodef", {**base, **holdout}, lambda: train_one((fit, held), nodef_ckpt, {**base, "defense": "nodef"}), needs=nodef_ckpt)
     rows = {}
     for rank in cfg["ranks"]:
-        settings = {**base, "rank": rank}
+        settings = {**base, **holdout, "rank": rank}
         ckpt = out / f"sweep-calor-r{rank}.safetensors"
         kwargs = {**base, "defense": "calor", "rank": rank, "init": nodef_ckpt}
         rows[str(rank)] = records.get(f"{name}-sweep-calor-r{rank}", settings, lambda k=kwargs, c=ckpt: train_one((fit, held), c, k))
@@ -178,6 +183,7 @@ def run_dataset(name: str, cfg: dict[str, Any], config: dict[str, Any], records:
     rank = sweep["chosen"]
     attack_base = {**cfg["attack"]}
     classes = cfg.get("classes")
+    judge = {"eval": eval_settings, "prior": cfg["prior"]}  # part of every attack record's settings
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in config["seeds"]:
         print(f"[{name}] seed {seed}", flush=True)
@@ -192,7 +198,7 @@ def run_dataset(name: str, cfg: dict[str, Any], config: dict[str, Any], records:
                 options = {**attack_base, "loss": loss, "seed": seed}
                 key = f"{name}-{model}-s{seed}-{loss}"
                 attacks[loss] = records.get(
-                    key, {"model": settings, "attack": options, "classes": classes},
+                    key, {"model": settings, "attack": options, "classes": classes, **judge},
                     lambda o=options, c=ckpt, k=key: attack_one(c, eval_ckpt, prior, out / "attacks" / k, o, classes),
                 )  # fmt: skip
             strongest = max(attacks, key=lambda loss: attacks[loss]["attack_acc_top1"])
@@ -211,7 +217,7 @@ def run_dataset(name: str, cfg: dict[str, Any], config: dict[str, Any], records:
         trained = records.get(f"{name}-curve-calor-r{r}", settings, lambda s=settings, c=ckpt: train_one(name, c, s), needs=ckpt)
         options = {**attack_base, "loss": curve_loss, "seed": config["seeds"][0]}
         key = f"{name}-curve-calor-r{r}-{curve_loss}"
-        attacked = records.get(key, {"model": settings, "attack": options, "classes": classes},
+        attacked = records.get(key, {"model": settings, "attack": options, "classes": classes, **judge},
                                lambda o=options, c=ckpt, k=key: attack_one(c, eval_ckpt, prior, out / "attacks" / k, o, classes))  # fmt: skip
         curve.append({"rank": r, "accuracy": trained["accuracy"], "attack_acc_top1": attacked["attack_acc_top1"], "loss": curve_loss})
         print(f"  curve rank {r}: acc {trained['accuracy']:.1%}, attack acc@1 {attacked['attack_acc_top1']:.1%}", flush=True)
@@ -254,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "seconds_by_step": {k: round(v, 1) for k, v in records.seconds.items()},
+        "reused_seconds_by_step": {k: round(v, 1) for k, v in records.reused.items()},
         "config": config,
     }
-    (args.out_dir / "results.json").write_text(json.dumps({**summary, "raw": datasets}, indent=1))
     return write_outputs({**summary, "raw": datasets}, args)
 
 
@@ -264,6 +270,8 @@ def write_outputs(results: dict[str, Any], args: argparse.Namespace) -> int:
     """The checked-in summary, the trade-off plot, the grids and the RESULTS.md section, from one run's results."""
     raw = results.pop("raw")
     summary = {**results, "datasets": {name: aggregate(block) for name, block in raw.items()}}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "results.json").write_text(json.dumps({**summary, "raw": raw}, indent=1))  # check.py reads it too
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "reproduce.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_tradeoff(summary, args.results_dir / "tradeoff.png")

@@ -97,8 +97,19 @@ def test_quick_run_writes_everything_and_resumes(tmp_path, capsys):
     assert "reuse digits-nodef-s0-poincare" in capsys.readouterr().out
     again = json.loads((tmp_path / "results" / "reproduce.json").read_text())
     assert again["seconds_by_step"] == {}
+    assert set(again["reused_seconds_by_step"]) == set(first["seconds_by_step"])  # time of reused steps still counted
     assert again["datasets"]["digits"]["models"] == digits["models"]
-    assert check.main(["--results", str(tmp_path / "results" / "reproduce.json")]) in (0, 1)
+    # --report-only rebuilds the same summary from the run's results.json (which check.py also reads)
+    capsys.readouterr()
+    assert reproduce.main([*args, "--report-only"]) == 0
+    rebuilt = json.loads((tmp_path / "results" / "reproduce.json").read_text())
+    assert rebuilt["datasets"] == again["datasets"] and "reuse" not in capsys.readouterr().out
+    capsys.readouterr()
+    code = check.main(["--results", str(tmp_path / "out" / "results.json")])
+    verdicts = capsys.readouterr().out.splitlines()
+    assert code in (0, 1) and [line.split()[2] for line in verdicts if line.startswith(("ok", "MISS"))] == [
+        "midre-0.4", "midre-0.8", "calor", "midre+calor"]  # fmt: skip
+    assert code == (1 if any(line.startswith("MISS") for line in verdicts) else 0)
 
 
 def test_config_quick_block_merges_over_the_full_one():
