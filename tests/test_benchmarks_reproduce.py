@@ -61,7 +61,8 @@ class TestCheck:
         # the committed summary parses and holds every defended model of both data sets
         summary = json.loads((BENCH / "results" / "reproduce.json").read_text())
         config = json.loads((BENCH / "config.json").read_text())
-        _, _ = check.check(summary, config["check"])
+        lines, _ = check.check(summary, config["check"])
+        assert len(lines) == 8 and all(line.startswith(("ok", "MISS")) for line in lines)  # 4 defenses x 2 data sets
         for block in summary["datasets"].values():
             assert set(block["models"]) == {"nodef", "midre-0.4", "midre-0.8", "calor", "midre+calor"}
             assert all(len(m["seeds"]) == len(config["seeds"]) for m in block["models"].values())
