@@ -25,15 +25,15 @@ def load_json(path: Path, what: str) -> dict:
         raise SystemExit(f"error: cannot read the {what} {path}: {exc}") from None
 
 
-def check(results: dict, margins: dict) -> tuple[list[str], list[str]]:
-    """``(lines, misses)``: one readable line per defended model, and the failed checks."""
+def verdicts(results: dict, margins: dict) -> tuple[list[dict], list[str]]:
+    """One dict per defended model (its drop, the margin, both verdicts), and the data sets without NoDef."""
     rel = margins["relative_drop"]
     max_loss = margins.get("max_accuracy_loss")
-    lines, misses = [], []
+    rows, no_base = [], []
     for data, block in results["datasets"].items():
         models = block["models"]
         if "nodef" not in models:
-            misses.append(f"{data}: no NoDef result to compare against")
+            no_base.append(data)
             continue
         base_att, base_acc = models["nodef"]["mean"]["attack_top1"], models["nodef"]["mean"]["accuracy"]
         for name, model in models.items():
@@ -42,16 +42,28 @@ def check(results: dict, margins: dict) -> tuple[list[str], list[str]]:
             need = rel.get(name, rel.get("default"))
             att, acc = model["mean"]["attack_top1"], model["mean"]["accuracy"]
             drop = (base_att - att) / base_att if base_att > 0 else 0.0
-            ok_att = need is None or drop >= need
-            ok_acc = max_loss is None or base_acc - acc <= max_loss
-            lines.append(
-                f"{'ok  ' if ok_att and ok_acc else 'MISS'} {data:6s} {name:12s} attack acc@1 {att:6.1%} vs NoDef "
-                f"{base_att:6.1%} (drop {drop:+.0%}, need {need:.0%}); accuracy {acc:6.1%} vs {base_acc:6.1%}"
-            )
-            if not ok_att:
-                misses.append(f"{data} {name}: attack acc@1 dropped {drop:.0%} relative to NoDef, margin is {need:.0%}")
-            if not ok_acc:
-                misses.append(f"{data} {name}: lost {base_acc - acc:.1%} accuracy, allowed {max_loss:.1%}")
+            rows.append({
+                "data": data, "model": name, "attack": att, "base_attack": base_att, "drop": drop, "need": need,
+                "accuracy": acc, "base_accuracy": base_acc, "accuracy_loss": base_acc - acc, "max_loss": max_loss,
+                "ok_attack": need is None or drop >= need, "ok_accuracy": max_loss is None or base_acc - acc <= max_loss,
+            })  # fmt: skip
+    return rows, no_base
+
+
+def check(results: dict, margins: dict) -> tuple[list[str], list[str]]:
+    """``(lines, misses)``: one readable line per defended model, and the failed checks."""
+    rows, no_base = verdicts(results, margins)
+    lines, misses = [], [f"{data}: no NoDef result to compare against" for data in no_base]
+    for r in rows:
+        lines.append(
+            f"{'ok  ' if r['ok_attack'] and r['ok_accuracy'] else 'MISS'} {r['data']:6s} {r['model']:12s} attack acc@1 "
+            f"{r['attack']:6.1%} vs NoDef {r['base_attack']:6.1%} (drop {r['drop']:+.0%}, need {r['need']:.0%}); "
+            f"accuracy {r['accuracy']:6.1%} vs {r['base_accuracy']:6.1%}"
+        )
+        if not r["ok_attack"]:
+            misses.append(f"{r['data']} {r['model']}: attack acc@1 dropped {r['drop']:.0%} relative to NoDef, margin is {r['need']:.0%}")
+        if not r["ok_accuracy"]:
+            misses.append(f"{r['data']} {r['model']}: lost {r['accuracy_loss']:.1%} accuracy, allowed {r['max_loss']:.1%}")
     return lines, misses
 
 

@@ -184,6 +184,15 @@ def run_dataset(name: str, cfg: dict[str, Any], config: dict[str, Any], records:
     attack_base = {**cfg["attack"]}
     classes = cfg.get("classes")
     judge = {"eval": eval_settings, "prior": cfg["prior"]}  # part of every attack record's settings
+
+    def trained(key: str, ckpt: Path, settings: dict[str, Any]) -> dict[str, Any]:
+        return records.get(key, settings, lambda: train_one(name, ckpt, settings), needs=ckpt)
+
+    def attacked(key: str, ckpt: Path, settings: dict[str, Any], loss: str, seed: int) -> dict[str, Any]:
+        options = {**attack_base, "loss": loss, "seed": seed}
+        work = lambda: attack_one(ckpt, eval_ckpt, prior, out / "attacks" / key, options, classes)  # noqa: E731
+        return records.get(key, {"model": settings, "attack": options, "classes": classes, **judge}, work)
+
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in config["seeds"]:
         print(f"[{name}] seed {seed}", flush=True)
@@ -192,19 +201,12 @@ def run_dataset(name: str, cfg: dict[str, Any], config: dict[str, Any], records:
             settings = {"epochs": cfg["epochs"], "seed": seed, **train_kwargs(cfg), **kwargs}
             if init is not None:
                 settings["init"] = str(out / f"{init}-s{seed}.safetensors")
-            trained = records.get(f"{name}-{model}-s{seed}", settings, lambda s=settings, c=ckpt: train_one(name, c, s), needs=ckpt)
-            attacks = {}
-            for loss in config["losses"]:
-                options = {**attack_base, "loss": loss, "seed": seed}
-                key = f"{name}-{model}-s{seed}-{loss}"
-                attacks[loss] = records.get(
-                    key, {"model": settings, "attack": options, "classes": classes, **judge},
-                    lambda o=options, c=ckpt, k=key: attack_one(c, eval_ckpt, prior, out / "attacks" / k, o, classes),
-                )  # fmt: skip
+            result = trained(f"{name}-{model}-s{seed}", ckpt, settings)
+            attacks = {loss: attacked(f"{name}-{model}-s{seed}-{loss}", ckpt, settings, loss, seed) for loss in config["losses"]}
             strongest = max(attacks, key=lambda loss: attacks[loss]["attack_acc_top1"])
-            runs.setdefault(model, []).append({"seed": seed, "accuracy": trained["accuracy"], "train_confidence": trained["train_confidence"],
+            runs.setdefault(model, []).append({"seed": seed, "accuracy": result["accuracy"], "train_confidence": result["train_confidence"],
                                                "attacks": attacks, "strongest": strongest})  # fmt: skip
-            print(f"  {model:12s} acc {trained['accuracy']:.1%}  attack acc@1 "
+            print(f"  {model:12s} acc {result['accuracy']:.1%}  attack acc@1 "
                   + "  ".join(f"{loss} {a['attack_acc_top1']:.1%}" for loss, a in attacks.items()), flush=True)  # fmt: skip
     curve = []
     curve_loss = config["losses"][0]
@@ -214,13 +216,10 @@ def run_dataset(name: str, cfg: dict[str, Any], config: dict[str, Any], records:
             continue
         ckpt = out / f"curve-calor-r{r}.safetensors"
         settings = {"epochs": cfg["epochs"], "seed": config["seeds"][0], **train_kwargs(cfg), "defense": "calor", "rank": r, "init": str(nodef0)}
-        trained = records.get(f"{name}-curve-calor-r{r}", settings, lambda s=settings, c=ckpt: train_one(name, c, s), needs=ckpt)
-        options = {**attack_base, "loss": curve_loss, "seed": config["seeds"][0]}
-        key = f"{name}-curve-calor-r{r}-{curve_loss}"
-        attacked = records.get(key, {"model": settings, "attack": options, "classes": classes, **judge},
-                               lambda o=options, c=ckpt, k=key: attack_one(c, eval_ckpt, prior, out / "attacks" / k, o, classes))  # fmt: skip
-        curve.append({"rank": r, "accuracy": trained["accuracy"], "attack_acc_top1": attacked["attack_acc_top1"], "loss": curve_loss})
-        print(f"  curve rank {r}: acc {trained['accuracy']:.1%}, attack acc@1 {attacked['attack_acc_top1']:.1%}", flush=True)
+        result = trained(f"{name}-curve-calor-r{r}", ckpt, settings)
+        attack = attacked(f"{name}-curve-calor-r{r}-{curve_loss}", ckpt, settings, curve_loss, config["seeds"][0])
+        curve.append({"rank": r, "accuracy": result["accuracy"], "attack_acc_top1": attack["attack_acc_top1"], "loss": curve_loss})
+        print(f"  curve rank {r}: acc {result['accuracy']:.1%}, attack acc@1 {attack['attack_acc_top1']:.1%}", flush=True)
     return {"eval_accuracy": evaluator["accuracy"], "prior": prior, "rank_sweep": sweep, "rank": rank, "runs": runs, "curve": curve,
             "attack": attack_base, "classes": classes or "all"}  # fmt: skip
 

@@ -137,19 +137,19 @@ def dataset_markdown(name: str, block: dict[str, Any], config: dict[str, Any], r
 
 def goal_lines(summary: dict[str, Any]) -> list[str]:
     """The issue's goals, each with its verdict."""
-    check = summary["config"]["check"]
+    from check import verdicts  # benchmarks/check.py: the same margins, the same verdicts
+
+    rows, _ = verdicts(summary, summary["config"]["check"])
     out = []
     for name, block in summary["datasets"].items():
         models = block["models"]
         defended = {k: v for k, v in models.items() if k != "nodef"}
-        for model, e in defended.items():
-            need = check["relative_drop"].get(model, check["relative_drop"]["default"])
-            loss = models["nodef"]["mean"]["accuracy"] - e["mean"]["accuracy"]
-            ok = e["relative_drop"] >= need and loss <= check["max_accuracy_loss"]
+        for r in (r for r in rows if r["data"] == name):
+            ok = r["ok_attack"] and r["ok_accuracy"]
             out.append(
-                f"- {name} {label(model)}: attack acc@1 {100 * e['relative_drop']:.0f}% lower than NoDef (goal ≥ {100 * need:.0f}%), "
-                f"{100 * loss:.1f} points of accuracy lost (goal ≤ {100 * check['max_accuracy_loss']:.0f}) — **{'met' if ok else 'missed'}**"
-                + (" (difference within seed noise)" if e["within_noise"] else "")
+                f"- {name} {label(r['model'])}: attack acc@1 {100 * r['drop']:.0f}% lower than NoDef (goal ≥ {100 * r['need']:.0f}%), "
+                f"{100 * r['accuracy_loss']:.1f} points of accuracy lost (goal ≤ {100 * r['max_loss']:.0f}) — **{'met' if ok else 'missed'}**"
+                + (" (difference within seed noise)" if models[r["model"]]["within_noise"] else "")
             )
         # "OP" (no accuracy lost) is the best possible trade-off
         ranked = {k: math.inf if v.get("delta") == "OP" else v.get("delta") for k, v in defended.items()}

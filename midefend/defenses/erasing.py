@@ -135,12 +135,12 @@ def _erase(
     fill = fill_spec(cfg.value, cfg.normalized, channels, x.dtype)
     if inplace and any(s == 0 and n > 1 for s, n in zip(x.stride(), x.shape)):
         raise ConfigError("inplace=True needs a tensor whose pixels have their own memory, got an expanded view")
-    out = x if inplace else x.clone()  # clone keeps channels_last
     if cfg.mode == "pixels":
         if boxes is not None:
             raise ConfigError("boxes= cannot be used with mode='pixels' (there are no boxes to replay)")
         u = torch.rand(batch, 2, generator=generator, device=x.device, dtype=torch.float64)
         fraction = cfg.scale[0] + (cfg.scale[1] - cfg.scale[0]) * u[:, 0]
+        out = x if inplace else x.clone()  # clone keeps channels_last
         return apply_pixels_(out, fraction, u[:, 1] < cfg.p, fill, generator), None
     if boxes is not None:
         boxes = _check_boxes(boxes, batch, height, width)
@@ -150,16 +150,10 @@ def _erase(
             batch, height, width, scale=cfg.scale, ratio=cfg.ratio, p=cfg.p,
             generator=generator, device=x.device, fixed_seed=cfg.seed, index=idx,
         )  # fmt: skip
-    if x.requires_grad and torch.is_grad_enabled():
-        # the window-view writes and the kernel are not differentiable: a mask over the batch is
-        if boxes is None:
-            boxes = sample_boxes(
-                batch, height, width, scale=cfg.scale, ratio=cfg.ratio, p=cfg.p,
-                num_patches=cfg.patches(), generator=generator, device=x.device,
-            )  # fmt: skip
-        erased = erase_differentiable(x, boxes, fill, generator)
-        return (x.copy_(erased) if inplace else erased), boxes
-    if _use_triton(out, fill, backend):
+    # writes through window views (and the kernel) are not differentiable; a mask over the batch is
+    needs_grad = x.requires_grad and torch.is_grad_enabled()
+    if not needs_grad and _use_triton(x, fill, backend):
+        out = x if inplace else x.clone()
         seed_device = generator.device if generator is not None else "cpu"
         seeds = torch.randint(0, 2**31 - 1, (2,), generator=generator, device=seed_device).tolist()
         drawn = erase_triton_(
@@ -172,6 +166,10 @@ def _erase(
             batch, height, width, scale=cfg.scale, ratio=cfg.ratio, p=cfg.p,
             num_patches=cfg.patches(), generator=generator, device=x.device,
         )  # fmt: skip
+    if needs_grad:
+        erased = erase_differentiable(x, boxes, fill, generator)
+        return (x.copy_(erased) if inplace else erased), boxes
+    out = x if inplace else x.clone()  # clone keeps channels_last
     return apply_boxes_(out, boxes, fill, generator), boxes
 
 

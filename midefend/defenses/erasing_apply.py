@@ -113,12 +113,7 @@ def _copy_large_boxes_(x: torch.Tensor, large: list, constant: torch.Tensor) -> 
         for offset in offsets:
             views.append(x.as_strided(window, strides, x.storage_offset() + offset))
             sources.append(source)
-    foreach_copy = getattr(torch, "_foreach_copy_", None)  # private but stable since torch 2.1
-    if foreach_copy is not None:
-        foreach_copy(views, sources)
-    else:  # pragma: no cover - older torch
-        for view, source in zip(views, sources):
-            view.copy_(source)
+    torch._foreach_copy_(views, sources)  # private, but present in every torch this package supports (>= 2.2)
 
 
 def erase_differentiable(
