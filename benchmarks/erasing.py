@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from midefend import random_erase_batch
+from midefend.defenses.erasing_native import HAVE_NATIVE
 from midefend.defenses.erasing_params import IMAGENET_MEAN, sample_boxes
 
 SCALE, RATIO = (0.1, 0.4), (1.0, 1.0)
@@ -89,6 +90,8 @@ def methods(x: torch.Tensor) -> dict[str, Callable[[], object]]:
         "midefend random_erase_batch, in place": lambda: random_erase_batch(x, inplace=True, generator=gen),
         "midefend random_erase_batch, out of place": lambda: random_erase_batch(x, generator=gen),
     }
+    if device.type == "cpu" and HAVE_NATIVE:  # what an install without a C compiler gets
+        out["midefend, pure-torch path, in place"] = lambda: random_erase_batch(x, inplace=True, generator=gen, backend="torch")
     rows = torch.arange(x.shape[2], device=device).view(1, 1, -1, 1)
     cols = torch.arange(x.shape[3], device=device).view(1, 1, 1, -1)
     top, left, h, w = (f.view(-1, 1, 1, 1) for f in boxes[:4])

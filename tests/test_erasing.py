@@ -172,11 +172,12 @@ class TestBatchOp:
     @pytest.mark.parametrize("device", devices())
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
     @pytest.mark.parametrize("channels_last", [False, True])
-    def test_equals_per_sample_reference(self, device, dtype, channels_last):
+    @pytest.mark.parametrize("backend", ["auto", "torch"])  # auto: the compiled loop on the CPU when built
+    def test_equals_per_sample_reference(self, device, dtype, channels_last, backend):
         x = torch.rand(32, 3, 24, 20, generator=gen(1)).to(device=device, dtype=dtype)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y, boxes = random_erase_batch(x, p=0.8, scale=(0.02, 0.6), ratio=(0.3, 3.3), return_boxes=True)
+        y, boxes = random_erase_batch(x, p=0.8, scale=(0.02, 0.6), ratio=(0.3, 3.3), return_boxes=True, backend=backend)
         ref = reference_erase(x.cpu(), EraseBoxes(*(f.cpu() for f in boxes)), MEAN)
         assert y.dtype == dtype and y.device == x.device
         assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -196,13 +197,15 @@ class TestBatchOp:
         base = torch.rand(26, 3, 80, 80, generator=gen(4))
         x = {"contiguous": base, "channels_last": base.contiguous(memory_format=torch.channels_last),
              "offset_view": base[2:]}[layout]  # fmt: skip
-        y, boxes = random_erase_batch(x, scale=(0.02, 0.9), ratio=(0.5, 2.0), return_boxes=True, generator=gen(5))
+        y, boxes = random_erase_batch(
+            x, scale=(0.02, 0.9), ratio=(0.5, 2.0), return_boxes=True, generator=gen(5), backend="torch"
+        )
         sizes = 3 * boxes.height * boxes.width
         assert bool((sizes >= LARGE_BOX_ELEMENTS).any()) and bool((sizes < LARGE_BOX_ELEMENTS).any())
         assert torch.equal(y, reference_erase(x, boxes, MEAN))
         assert calls and calls[0] >= 1  # the per-box path ran (it is what this test is about)
         before = base.clone()
-        random_erase_batch(x, boxes=boxes, inplace=True)
+        random_erase_batch(x, boxes=boxes, inplace=True, backend="torch")
         assert torch.equal(x, y)
         if layout == "offset_view":  # the two samples before the view are untouched
             assert torch.equal(base[:2], before[:2])
@@ -210,7 +213,7 @@ class TestBatchOp:
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
     def test_large_boxes_other_dtypes(self, dtype):
         x = torch.rand(6, 3, 80, 80, generator=gen(6)).to(dtype)
-        y, boxes = random_erase_batch(x, scale=(0.5, 0.9), return_boxes=True, generator=gen(7))
+        y, boxes = random_erase_batch(x, scale=(0.5, 0.9), return_boxes=True, generator=gen(7), backend="torch")
         assert bool((3 * boxes.height * boxes.width >= 8192).all())
         assert y.dtype == dtype and torch.equal(y, reference_erase(x, boxes, torch.tensor(IMAGENET_MEAN, dtype=dtype)))
 
@@ -443,7 +446,7 @@ class TestErrors:
             ({"mode": "cutout"}, r"mode must be one of 'box', 'fixed', 'pixels', 'patches', got 'cutout'"),
             ({"num_patches": 0}, r"num_patches must be a positive integer, got 0"),
             ({"seed": 1.5}, r"seed must be an integer, got 1\.5"),
-            ({"backend": "cuda"}, r"backend must be one of 'auto', 'torch', 'triton', got 'cuda'"),
+            ({"backend": "cuda"}, r"backend must be one of 'auto', 'torch', 'triton', 'native', got 'cuda'"),
             ({"mode": "fixed"}, r"mode='fixed' needs index= \(the data set index of every sample\), got None"),
             ({"mode": "fixed", "index": [1, 2]}, r"index must have shape \(4,\), one per sample, got shape \(2,\)"),
             ({"mode": "fixed", "index": [0.5] * 4}, r"index must hold integers, got a torch\.float32 tensor"),

@@ -65,11 +65,12 @@ from .erasing_params import (
     fill_spec,
     sample_boxes,
 )
+from .erasing_native import HAVE_NATIVE, fill_boxes_, native_applies, native_is_faster
 from .erasing_triton import HAVE_TRITON, MAX_FILL_CHANNELS, erase_triton_
 
 __all__ = ["EraseBoxes", "random_erase_batch", "BatchRandomErasing", "RandomErasingTransform"]
 
-_BACKENDS = ("auto", "torch", "triton")
+_BACKENDS = ("auto", "torch", "triton", "native")
 
 
 class _Config:
@@ -130,7 +131,7 @@ def _erase(
 ) -> tuple[torch.Tensor, EraseBoxes | None]:
     _check_input(x, cfg.normalized)
     if backend not in _BACKENDS:
-        raise ConfigError(f"backend must be one of 'auto', 'torch', 'triton', got {backend!r}")
+        raise ConfigError(f"backend must be one of 'auto', 'torch', 'triton', 'native', got {backend!r}")
     batch, channels, height, width = x.shape
     fill = fill_spec(cfg.value, cfg.normalized, channels, x.dtype)
     if inplace and any(s == 0 and n > 1 for s, n in zip(x.stride(), x.shape)):
@@ -170,7 +171,20 @@ def _erase(
         erased = erase_differentiable(x, boxes, fill, generator)
         return (x.copy_(erased) if inplace else erased), boxes
     out = x if inplace else x.clone()  # clone keeps channels_last
+    if _use_native(x, boxes, fill, backend):
+        return fill_boxes_(out, boxes, fill), boxes
     return apply_boxes_(out, boxes, fill, generator), boxes
+
+
+def _use_native(x: torch.Tensor, boxes: EraseBoxes, fill, backend: str) -> bool:
+    if backend == "native":
+        if not HAVE_NATIVE:
+            raise ConfigError("backend='native' needs the compiled erasing loop, which was not built (no C compiler at install)")
+        if not native_applies(x, fill):
+            fill_name = "random" if fill.values is None else "constant"
+            raise ConfigError(f"backend='native' erases CPU tensors with a constant fill, got {x.device.type} and a {fill_name} fill")
+        return True
+    return backend == "auto" and HAVE_NATIVE and native_applies(x, fill) and native_is_faster(x, boxes)
 
 
 def _use_triton(x: torch.Tensor, fill, backend: str) -> bool:
@@ -233,8 +247,10 @@ def random_erase_batch(
         inplace: write into ``x`` instead of a copy.
         boxes: replay the :class:`EraseBoxes` of an earlier call instead of drawing new ones.
         return_boxes: also return the :class:`EraseBoxes` (not available in mode ``"pixels"``).
-        backend: ``"auto"`` (Triton kernel for CUDA tensors, torch elsewhere), ``"torch"`` or
-            ``"triton"`` (works on CPU tensors under ``TRITON_INTERPRET=1``, for tests).
+        backend: ``"auto"`` (Triton kernel for CUDA tensors; the compiled loop for CPU tensors
+            with a constant fill when it was built; torch elsewhere), ``"torch"``, ``"native"``
+            (the compiled CPU loop) or ``"triton"`` (works on CPU tensors under
+            ``TRITON_INTERPRET=1``, for tests).
 
     Returns:
         The erased tensor (``x`` itself if ``inplace``), and the boxes if ``return_boxes``.
