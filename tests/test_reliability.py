@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from midefend.defenses.erasing import BatchRandomErasing, RandomErasingTransform, random_erase_batch
+from midefend.defenses.erasing_native import HAVE_NATIVE
 from midefend.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from midefend.io.checkpoints import load_checkpoint
 from midefend.io.legacy import import_research_checkpoint
@@ -505,6 +506,20 @@ class TestErasingParameters:
     def test_bad_input_tensor(self, x, message):
         with pytest.raises(ConfigError, match=f"^{message}$"):
             random_erase_batch(x)
+
+    @pytest.mark.parametrize(("kwargs", "message"), [
+        ({"backend": "cuda"}, "backend must be one of 'auto', 'torch', 'triton', 'native', got 'cuda'"),
+        ({"backend": "native", "value": "random"},
+         "backend='native' erases CPU tensors with a constant fill, got cpu and a random fill"),
+    ], ids=["unknown", "native-random"])  # fmt: skip
+    def test_backend(self, kwargs, message):
+        if kwargs["backend"] == "native" and not HAVE_NATIVE:
+            pytest.skip("the compiled erasing loop is not built")
+        x = torch.rand(2, 3, 8, 8)
+        original = x.clone()
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            random_erase_batch(x, inplace=True, **kwargs)
+        assert torch.equal(x, original)
 
     @pytest.mark.parametrize("erase_max", ["1.5", "0.1", "0.05"])
     def test_cli_erase_max(self, ws, tmp_path, erase_max):

@@ -1,4 +1,7 @@
-"""Write erased pixels into a ``(B, C, H, W)`` tensor in place, in pure torch (CPU and fallback).
+"""Write erased pixels into a ``(B, C, H, W)`` tensor in place, in pure torch.
+
+Serves every device and fill; on the CPU a constant fill takes the compiled loop of
+:mod:`.erasing_native` instead when it is built (about 1.5x faster at 64x64).
 
 The cost to beat is writing the erased pixels once (``fill_`` on a buffer of that many
 elements). A ``torch.where`` over the whole batch reads and writes every pixel (18-20x that
