@@ -164,3 +164,17 @@ class TestErrors:
 
 def test_doctests():
     assert doctest.testmod(erasing_native).failed == 0
+
+
+@needs_native
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_autograd_sees_the_in_place_write(backend):
+    # x saved by a graph, then erased in place: backward must refuse, as after any in-place op
+    w = torch.ones(2, 3, 8, 8, requires_grad=True)
+    x = torch.rand(2, 3, 8, 8)
+    loss = (w * x).sum()  # saves x for dloss/dw
+    version = x._version
+    random_erase_batch(x, inplace=True, backend=backend)
+    assert x._version > version
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation"):
+        loss.backward()

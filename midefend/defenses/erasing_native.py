@@ -17,6 +17,7 @@ Random fill stays on the torch path (its noise comes from a ``torch.Generator``)
 from __future__ import annotations
 
 import torch
+from torch.autograd.graph import increment_version
 
 from .erasing_apply import flat_boxes
 from .erasing_params import EraseBoxes, FillSpec
@@ -76,4 +77,7 @@ def fill_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Ten
         x.data_ptr(), x.element_size(), starts.data_ptr(), heights.data_ptr(), widths.data_ptr(),
         starts.numel(), x.shape[1], sc, sh, sw, constant.data_ptr(),
     )  # fmt: skip
+    # autograd cannot see a write through a raw pointer: bump the version counter as an in-place
+    # torch op would, so a graph that saved ``x`` refuses to backpropagate through stale values
+    increment_version(x)
     return x
