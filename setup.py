@@ -9,15 +9,13 @@ import sys
 
 from setuptools import Extension, setup
 
-# pthreads split big erases across torch's intra-op thread count (Windows: one thread)
-compile_args, link_args = (["/O2"], []) if sys.platform == "win32" else (["-O3", "-pthread"], ["-pthread"])
+compile_args = ["/O2"] if sys.platform == "win32" else ["-O3"]
 setup(
     ext_modules=[
         Extension(
             "midefend.defenses._erase_cpu",
             sources=["midefend/defenses/_erase_cpu.c"],
             extra_compile_args=compile_args,
-            extra_link_args=link_args,
             optional=True,
         )
     ]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from midefend import ConfigError, random_erase_batch
 from midefend.defenses import erasing, erasing_native
-from midefend.defenses.erasing_native import HAVE_NATIVE, PARALLEL_BOX_ELEMENTS, fill_boxes_
+from midefend.defenses.erasing_native import HAVE_NATIVE, PARALLEL_BOX_ELEMENTS, fill_boxes_, native_refusal
 from midefend.defenses.erasing_params import EraseBoxes, FillSpec
 
 needs_native = pytest.mark.skipif(not HAVE_NATIVE, reason="the compiled erasing loop is not built")
@@ -146,8 +146,20 @@ class TestChoice:
 class TestErrors:
     @needs_native
     def test_native_refuses_random_fill(self):
-        with pytest.raises(ConfigError, match=r"backend='native' erases CPU tensors with a constant fill, got cpu and a random fill"):
+        with pytest.raises(ConfigError, match=r"^backend='native' needs a constant fill, got value='random'$"):
             random_erase_batch(torch.rand(2, 3, 8, 8), value="random", backend="native")
+
+    @needs_native
+    def test_native_refuses_other_dtypes(self):
+        x = torch.zeros(2, 3, 8, 8, dtype=torch.float8_e4m3fn)
+        with pytest.raises(ConfigError, match=r"^backend='native' takes float32, float64, float16, bfloat16 or uint8 tensors, got torch.float8_e4m3fn$"):
+            random_erase_batch(x, backend="native")
+
+    @needs_native
+    def test_direct_calls_are_checked_too(self):
+        boxes = EraseBoxes(*(torch.tensor([v]) for v in (0, 0, 2, 2)), torch.tensor([True]))
+        with pytest.raises(ValueError, match=r"^fill_boxes_ needs a constant fill, got value='random'$"):
+            fill_boxes_(torch.zeros(1, 1, 4, 4), boxes, FillSpec(None, (0.0,), (1.0,)))
 
     @needs_native
     def test_fill_values_must_match_the_channels(self):
@@ -178,3 +190,86 @@ def test_autograd_sees_the_in_place_write(backend):
     assert x._version > version
     with pytest.raises(RuntimeError, match=r"modified by an inplace operation"):
         loss.backward()
+
+
+class TestLeftToTorch:
+    """Whatever torch handles specially is refused by the loop and erased (or refused) by torch."""
+
+    def test_refusal_reasons(self):
+        fill = FillSpec((0.5, 0.5, 0.5))
+        x = torch.rand(2, 3, 8, 8)
+        assert native_refusal(x, fill) is None
+        assert native_refusal(x.contiguous(memory_format=torch.channels_last), fill) is None
+        assert native_refusal(x[..., ::2], fill) is None
+        assert native_refusal(x.transpose(2, 3), fill) is None
+        cases = {
+            "needs a tensor whose elements do not share memory": x.as_strided((2, 3, 8, 8), (1, 1, 4, 1)),
+            "cannot write a lazily negated tensor": torch._neg_view(x),
+            "needs a plain strided torch.Tensor, got Parameter with layout torch.strided": torch.nn.Parameter(x),
+            "needs a CPU tensor, got meta": x.to("meta"),
+        }
+        for reason, bad in cases.items():
+            assert native_refusal(bad, fill) == reason
+        with torch.inference_mode():
+            inference = torch.rand(2, 3, 8, 8)
+            assert native_refusal(inference, fill) is None  # inside inference mode it may be written
+        assert native_refusal(inference, fill) == "cannot write an inference tensor outside inference mode"
+        small = torch.rand(2, 3, 8, 8)
+        small.untyped_storage().resize_(16)
+        assert native_refusal(small, fill) == "needs a tensor whose storage holds all its elements (this one was resized or freed)"
+
+    @needs_native
+    def test_inference_tensor_outside_inference_mode_gets_torch_s_error(self):
+        with torch.inference_mode():
+            x = torch.rand(2, 3, 8, 8)
+        with pytest.raises(RuntimeError, match=r"[Ii]nplace update to inference tensor outside InferenceMode"):
+            random_erase_batch(x, inplace=True)
+
+    @needs_native
+    def test_freed_storage_gets_torch_s_error_not_a_crash(self):
+        x = torch.rand(2, 3, 8, 8)
+        x.untyped_storage().resize_(0)
+        with pytest.raises(RuntimeError):
+            random_erase_batch(x, inplace=True)
+
+    def test_forward_mode_ad_zeroes_the_tangent_in_the_boxes(self):
+        import torch.autograd.forward_ad as fwad
+
+        primal, tangent = torch.rand(2, 3, 8, 8), torch.full((2, 3, 8, 8), 16.0)
+        _, boxes = random_erase_batch(primal, return_boxes=True, scale=(0.3, 0.3))
+        with fwad.dual_level():
+            y = random_erase_batch(fwad.make_dual(primal, tangent), boxes=boxes)
+            out_tangent = fwad.unpack_dual(y).tangent
+        inside = random_erase_batch(torch.zeros(2, 3, 8, 8), boxes=boxes, value=1.0) == 1
+        assert bool((out_tangent[inside] == 0).all()) and bool((out_tangent[~inside] == 16).all())
+
+    def test_vmap_works(self):
+        xs = torch.rand(2, 4, 3, 8, 8)
+        _, boxes = random_erase_batch(xs[0], return_boxes=True)
+        got = torch.func.vmap(lambda x: random_erase_batch(x, boxes=boxes))(xs)
+        want = torch.stack([random_erase_batch(x, boxes=boxes, backend="torch") for x in xs])
+        assert torch.equal(got, want)
+
+    def test_torch_compile_traces_the_torch_path(self):
+        # the loop's addresses would be taken from traced tensors: compiling must not reach it
+        x = torch.rand(4, 3, 8, 8)
+        _, boxes = random_erase_batch(x, return_boxes=True)
+        compiled = torch.compile(lambda t: random_erase_batch(t, boxes=boxes) * 2, backend="eager")
+        assert torch.equal(compiled(x), random_erase_batch(x, boxes=boxes, backend="torch") * 2)
+
+    def test_huge_replayed_boxes_are_refused_before_any_write(self):
+        x = torch.rand(2, 3, 8, 8)
+        original = x.clone()
+        big = torch.tensor([2**62, 2**62])
+        for top, h in [(torch.tensor([1, 1]), torch.tensor([2**63 - 1, 2])), (big, big)]:
+            boxes = EraseBoxes(top, torch.tensor([0, 0]), h, torch.tensor([2, 2]), torch.tensor([True, True]))
+            with pytest.raises(ConfigError, match=r"^boxes must lie inside the 8x8 image$"):
+                random_erase_batch(x, boxes=boxes, inplace=True)
+        assert torch.equal(x, original)
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    def test_boxes_drawn_on_cuda_replay_on_the_cpu(self):
+        x = torch.rand(4, 3, 16, 16)
+        _, boxes = random_erase_batch(x.cuda(), return_boxes=True)
+        got = random_erase_batch(x, boxes=boxes)
+        assert torch.equal(got, random_erase_batch(x, boxes=EraseBoxes(*(f.cpu() for f in boxes)), backend="torch"))

@@ -510,7 +510,7 @@ class TestErasingParameters:
     @pytest.mark.parametrize(("kwargs", "message"), [
         ({"backend": "cuda"}, "backend must be one of 'auto', 'torch', 'triton', 'native', got 'cuda'"),
         ({"backend": "native", "value": "random"},
-         "backend='native' erases CPU tensors with a constant fill, got cpu and a random fill"),
+         "backend='native' needs a constant fill, got value='random'"),
     ], ids=["unknown", "native-random"])  # fmt: skip
     def test_backend(self, kwargs, message):
         if kwargs["backend"] == "native" and not HAVE_NATIVE:

@@ -91,4 +91,12 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_erase_cpu",
                                     "Constant-fill box erasing on the CPU.", -1, methods};
 
-PyMODINIT_FUNC PyInit__erase_cpu(void) { return PyModule_Create(&module); }
+/* ABI_VERSION: bumped whenever fill_boxes's arguments change (erasing_native.ABI_VERSION). */
+PyMODINIT_FUNC PyInit__erase_cpu(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI_VERSION", 1) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

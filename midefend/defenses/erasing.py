@@ -65,7 +65,7 @@ from .erasing_params import (
     fill_spec,
     sample_boxes,
 )
-from .erasing_native import HAVE_NATIVE, fill_boxes_, native_applies, native_is_faster
+from .erasing_native import HAVE_NATIVE, fill_boxes_, native_is_faster, native_refusal
 from .erasing_triton import HAVE_TRITON, MAX_FILL_CHANNELS, erase_triton_
 
 __all__ = ["EraseBoxes", "random_erase_batch", "BatchRandomErasing", "RandomErasingTransform"]
@@ -105,7 +105,7 @@ def _check_input(x: Any, normalized) -> None:
         raise ConfigError(f"normalized={normalized!r} needs a floating-point input, got {x.dtype}")
 
 
-def _check_boxes(boxes: Any, batch: int, height: int, width: int) -> EraseBoxes:
+def _check_boxes(boxes: Any, batch: int, height: int, width: int, device: torch.device) -> EraseBoxes:
     if not isinstance(boxes, EraseBoxes):
         raise ConfigError(f"boxes must be the EraseBoxes returned with return_boxes=True, got {type(boxes).__name__}")
     shape = tuple(boxes.top.shape)
@@ -113,10 +113,12 @@ def _check_boxes(boxes: Any, batch: int, height: int, width: int) -> EraseBoxes:
         raise ConfigError(f"boxes must hold ({batch},) or ({batch}, K) tensors for a batch of {batch}, got shape {shape}")
     if tuple(boxes.applied.shape) != (batch,):
         raise ConfigError(f"boxes.applied must have shape ({batch},), got {tuple(boxes.applied.shape)}")
-    top, left, h, w = (f.to(torch.int64) for f in boxes[:4])
-    if batch and bool(((top < 0) | (left < 0) | (h < 0) | (w < 0) | (top + h > height) | (left + w > width)).any()):
+    top, left, h, w = (f.to(device=device, dtype=torch.int64) for f in boxes[:4])
+    # h > height - top, not top + h > height: the sum can wrap around for huge replayed values
+    outside = (top < 0) | (left < 0) | (h < 0) | (w < 0) | (top > height) | (left > width)
+    if batch and bool((outside | (h > height - top) | (w > width - left)).any()):
         raise ConfigError(f"boxes must lie inside the {height}x{width} image")
-    return EraseBoxes(top, left, h, w, boxes.applied.to(torch.bool))
+    return EraseBoxes(top, left, h, w, boxes.applied.to(device=device, dtype=torch.bool))
 
 
 def _erase(
@@ -144,7 +146,7 @@ def _erase(
         out = x if inplace else x.clone()  # clone keeps channels_last
         return apply_pixels_(out, fraction, u[:, 1] < cfg.p, fill, generator), None
     if boxes is not None:
-        boxes = _check_boxes(boxes, batch, height, width)
+        boxes = _check_boxes(boxes, batch, height, width, x.device)
     elif cfg.mode == "fixed":
         idx = check_index(index, batch, x.device)
         boxes = sample_boxes(
@@ -177,14 +179,18 @@ def _erase(
 
 
 def _use_native(x: torch.Tensor, boxes: EraseBoxes, fill, backend: str) -> bool:
-    if backend == "native":
-        if not HAVE_NATIVE:
+    if backend not in ("auto", "native"):
+        return False
+    if not HAVE_NATIVE:
+        if backend == "native":
             raise ConfigError("backend='native' needs the compiled erasing loop, which was not built (no C compiler at install)")
-        if not native_applies(x, fill):
-            fill_name = "random" if fill.values is None else "constant"
-            raise ConfigError(f"backend='native' erases CPU tensors with a constant fill, got {x.device.type} and a {fill_name} fill")
+        return False
+    reason = native_refusal(x, fill)
+    if backend == "native":
+        if reason is not None:
+            raise ConfigError(f"backend='native' {reason}")
         return True
-    return backend == "auto" and HAVE_NATIVE and native_applies(x, fill) and native_is_faster(x, boxes)
+    return reason is None and native_is_faster(x, boxes)
 
 
 def _use_triton(x: torch.Tensor, fill, backend: str) -> bool:
@@ -247,10 +253,12 @@ def random_erase_batch(
         inplace: write into ``x`` instead of a copy.
         boxes: replay the :class:`EraseBoxes` of an earlier call instead of drawing new ones.
         return_boxes: also return the :class:`EraseBoxes` (not available in mode ``"pixels"``).
-        backend: ``"auto"`` (Triton kernel for CUDA tensors; the compiled loop for CPU tensors
-            with a constant fill when it was built; torch elsewhere), ``"torch"``, ``"native"``
-            (the compiled CPU loop) or ``"triton"`` (works on CPU tensors under
-            ``TRITON_INTERPRET=1``, for tests).
+        backend: ``"auto"`` (Triton kernel for CUDA tensors; the compiled loop for plain CPU
+            tensors with a constant fill when it was built; torch elsewhere), ``"torch"``,
+            ``"native"`` (the compiled CPU loop: refuses what it cannot write, see
+            :func:`~midefend.defenses.erasing_native.native_refusal`) or ``"triton"`` (works on
+            CPU tensors under ``TRITON_INTERPRET=1``, for tests). Inputs that require gradients
+            and mode ``"pixels"`` always take torch paths.
 
     Returns:
         The erased tensor (``x`` itself if ``inplace``), and the boxes if ``return_boxes``.

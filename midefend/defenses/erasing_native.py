@@ -19,22 +19,79 @@ from __future__ import annotations
 import torch
 from torch.autograd.graph import increment_version
 
-from .erasing_apply import flat_boxes
+from .erasing_apply import _extent, flat_boxes
 from .erasing_params import EraseBoxes, FillSpec
 
+#: The argument list this Python side passes; the extension exports the one it was built with, so
+#: a stale build (an editable install after the C file changed) is not called with the wrong one.
+ABI_VERSION = 1
+
 try:
-    from ._erase_cpu import fill_boxes as _fill_boxes
+    from . import _erase_cpu
 except ImportError:  # built without a C compiler: the torch path serves
-    _fill_boxes = None
+    _erase_cpu = None
 
-__all__ = ["HAVE_NATIVE", "fill_boxes_", "native_applies", "native_is_faster"]
+__all__ = ["HAVE_NATIVE", "fill_boxes_", "native_is_faster", "native_refusal"]
 
-#: Whether the compiled CPU loop was built with this install.
-HAVE_NATIVE = _fill_boxes is not None
+#: Whether the compiled CPU loop was built with this install (and matches this Python side).
+HAVE_NATIVE = _erase_cpu is not None and getattr(_erase_cpu, "ABI_VERSION", None) == ABI_VERSION
 
-def native_applies(x: torch.Tensor, fill: FillSpec) -> bool:
-    """Whether :func:`fill_boxes_` can erase ``x``: a CPU tensor, constant fill, 1-8 byte elements."""
-    return x.device.type == "cpu" and fill.values is not None and x.element_size() in (1, 2, 4, 8)
+#: The dtypes the loop writes (their bit patterns come from ``torch.tensor(values, dtype=...)``).
+NATIVE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8)
+
+
+def native_refusal(x: torch.Tensor, fill: FillSpec) -> str | None:
+    """Why :func:`fill_boxes_` must not write ``x`` (``None``: it may).
+
+    The loop writes through ``x.data_ptr()``, past every check a torch op makes, so anything
+    torch would handle specially -- tracing, transforms, tensor subclasses, inference tensors,
+    forward-mode AD, lazy negation, overlapping memory, a storage too small -- is left to the
+    torch path (which then computes, or raises, what torch always does).
+    """
+    if torch.compiler.is_compiling():  # data_ptr() of a traced tensor is not its memory
+        return "cannot run while torch.compile traces"
+    if type(x) is not torch.Tensor or x.layout != torch.strided:
+        return f"needs a plain strided torch.Tensor, got {type(x).__name__} with layout {x.layout}"
+    if x.device.type != "cpu":
+        return f"needs a CPU tensor, got {x.device.type}"
+    if fill.values is None:
+        return "needs a constant fill, got value='random'"
+    if x.dtype not in NATIVE_DTYPES:
+        return f"takes float32, float64, float16, bfloat16 or uint8 tensors, got {x.dtype}"
+    if _is_functorch_wrapped(x) or _forward_ad_active():
+        return "cannot run under functorch transforms (vmap, jacfwd) or forward-mode AD"
+    if x.is_inference() and not torch.is_inference_mode_enabled():
+        return "cannot write an inference tensor outside inference mode"
+    if x.is_neg():
+        return "cannot write a lazily negated tensor"
+    if not _non_overlapping(x):
+        return "needs a tensor whose elements do not share memory"
+    needed_bytes = (x.storage_offset() + _extent(tuple(x.shape), x.stride())) * x.element_size()
+    if x.numel() and needed_bytes > x.untyped_storage().nbytes():
+        return "needs a tensor whose storage holds all its elements (this one was resized or freed)"
+    return None
+
+
+def _is_functorch_wrapped(x: torch.Tensor) -> bool:
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check(x)) if check is not None else False
+
+
+def _forward_ad_active() -> bool:
+    from torch.autograd import forward_ad  # a dual level is open: tangents would not be erased
+
+    return getattr(forward_ad, "_current_level", -1) >= 0
+
+
+def _non_overlapping(x: torch.Tensor) -> bool:
+    """No two elements share memory: with dims sorted by stride, each stride exceeds the span of
+    the smaller ones (sufficient, and exact for every layout torch itself produces)."""
+    span = 1
+    for stride, size in sorted((st, n) for st, n in zip(x.stride(), x.shape) if n > 1):
+        if stride < span:
+            return False
+        span += stride * (size - 1)
+    return True
 
 
 #: torch's intra-op grain size: the torch path copies a box this large with all of torch's threads
@@ -55,25 +112,25 @@ def native_is_faster(x: torch.Tensor, boxes: EraseBoxes) -> bool:
 def fill_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Tensor:
     """Erase ``boxes`` (inside the image: the caller checked) from ``x`` in place and return ``x``.
 
-    ``x`` must satisfy :func:`native_applies` and own its pixels (no zero strides), and no
-    autograd graph may need the overwritten values (the write bypasses autograd).
+    ``x`` must pass :func:`native_refusal`; no autograd graph may need its gradient through
+    the overwritten values (the version counter is bumped, as an in-place torch op would).
     """
     if not HAVE_NATIVE:  # the callers check HAVE_NATIVE; this guards direct use
         raise RuntimeError("the compiled erasing loop is not built (midefend was installed without a C compiler)")
-    if not native_applies(x, fill):
-        raise ValueError(f"fill_boxes_ needs a CPU tensor with a constant fill, got {x.device} and {fill}")
+    reason = native_refusal(x, fill)
+    if reason is not None:
+        raise ValueError(f"fill_boxes_ {reason}")
     if len(fill.values) != x.shape[1]:  # the loop reads one value per channel
         raise ValueError(f"fill has {len(fill.values)} values for {x.shape[1]} channels")
-    sample, top, left, h, w = flat_boxes(boxes)
+    sample, top, left, h, w = (f.to(device="cpu", dtype=torch.int64) for f in flat_boxes(boxes))
     if sample.numel() == 0:
         return x
     sb, sc, sh, sw = x.stride()
-    starts = (sample * sb + top * sh + left * sw).to(torch.int64).contiguous()
-    heights = h.to(torch.int64).contiguous()
-    widths = w.to(torch.int64).contiguous()
+    starts = (sample * sb + top * sh + left * sw).contiguous()
+    heights, widths = h.contiguous(), w.contiguous()
     constant = torch.tensor(fill.values, dtype=x.dtype)
     # the addresses stay valid: every tensor is held by a local until the call returns
-    _fill_boxes(
+    _erase_cpu.fill_boxes(
         x.data_ptr(), x.element_size(), starts.data_ptr(), heights.data_ptr(), widths.data_ptr(),
         starts.numel(), x.shape[1], sc, sh, sw, constant.data_ptr(),
     )  # fmt: skip
@@ -81,3 +138,4 @@ def fill_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Ten
     # torch op would, so a graph that saved ``x`` refuses to backpropagate through stale values
     increment_version(x)
     return x
+
