@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from midefend import random_erase_batch
+from midefend import RandomErasingTransform, random_erase_batch
 from midefend.defenses.erasing_native import HAVE_NATIVE
 from midefend.defenses.erasing_params import IMAGENET_MEAN, sample_boxes
 
@@ -111,6 +111,13 @@ def methods(x: torch.Tensor) -> dict[str, Callable[[], object]]:
             tv(img)
 
     out["torchvision v2.RandomErasing, per sample"] = torchvision_per_sample
+    mine = RandomErasingTransform(scale=SCALE, ratio=RATIO, inplace=True)
+
+    def midefend_per_sample():
+        for img in x:  # the same DataLoader-style loop through midefend's v2 transform
+            mine(img)
+
+    out["midefend RandomErasingTransform, per sample"] = midefend_per_sample
     from timm.data.random_erasing import RandomErasing as TimmErasing
 
     timm_re = TimmErasing(probability=1.0, min_area=SCALE[0], max_area=SCALE[1], min_aspect=RATIO[0],

@@ -93,6 +93,43 @@ class TestBoxSampling:
             want = [list(scalar_box(row, *hw, scale, ratio)) for row in u.tolist()]
             assert got == want
 
+    @SLOW
+    @given(
+        seed=st.integers(0, 2**31),
+        batch=st.integers(1, 4),
+        k=st.integers(1, 4),
+        height=st.integers(1, 300),
+        width=st.integers(1, 300),
+        lo=st.floats(0.001, 1.0),
+        hi=st.floats(0.001, 1.0),
+        ratio=st.one_of(st.just(1.0), st.floats(0.05, 20.0)),
+        patches=st.booleans(),
+    )
+    def test_python_path_for_few_boxes_equals_the_tensor_path(self, seed, batch, k, height, width, lo, hi, ratio, patches):
+        # sample_boxes maps up to SCALAR_BOXES boxes with Python floats: it must give the same boxes
+        scale = (min(lo, hi), max(lo, hi))
+        k = k if patches else 1
+        u = torch.rand(batch, k * UNIFORMS_PER_BOX + 1, generator=gen(seed), dtype=torch.float64)
+        applied = u[:, -1] < 0.5
+        got = erasing_params._boxes_in_python(u, applied, k, height, width, scale, ratio, not patches)
+        top, left, h, w = boxes_from_uniforms(u[:, :-1].reshape(batch, k, UNIFORMS_PER_BOX), height, width, scale, (ratio, ratio))
+        want = (top, left, h, w) if patches else (top[:, 0], left[:, 0], h[:, 0], w[:, 0])
+        for g, t in zip(got[:4], want):
+            assert g.dtype == t.dtype and torch.equal(g, t)
+        assert got.applied is applied
+
+    def test_sample_boxes_takes_the_python_path_for_few_boxes_only(self, monkeypatch):
+        calls = []
+        original = erasing_params._boxes_in_python
+        monkeypatch.setattr(erasing_params, "_boxes_in_python", lambda *a: (calls.append(a[0].shape[0]), original(*a))[1])
+        kw = dict(scale=(0.1, 0.4), p=1.0, device=torch.device("cpu"))
+        small = erasing_params.sample_boxes(erasing_params.SCALAR_BOXES, 16, 16, ratio=(1.0, 1.0), generator=gen(1), **kw)
+        large = erasing_params.sample_boxes(erasing_params.SCALAR_BOXES + 1, 16, 16, ratio=(1.0, 1.0), generator=gen(1), **kw)
+        erasing_params.sample_boxes(2, 16, 16, ratio=(0.5, 2.0), generator=gen(1), **kw)  # a ratio range: tensors
+        assert calls == [erasing_params.SCALAR_BOXES]
+        for a, b in zip(small, large):  # the same generator stream: the first rows agree
+            assert torch.equal(a, b[: erasing_params.SCALAR_BOXES])
+
     def check_geometry(self, seed, batch, height, width, scale, ratio):
         x = torch.rand(batch, 2, height, width, generator=gen(seed + 1))
         y, boxes = random_erase_batch(

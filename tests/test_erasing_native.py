@@ -99,8 +99,8 @@ class TestChoice:
     @pytest.fixture
     def spy(self, monkeypatch):
         calls = []
-        original = erasing.fill_boxes_
-        monkeypatch.setattr(erasing, "fill_boxes_", lambda *a: (calls.append(1), original(*a))[1])
+        original = erasing.write_boxes_
+        monkeypatch.setattr(erasing, "write_boxes_", lambda *a: (calls.append(1), original(*a))[1])
         return calls
 
     @needs_native

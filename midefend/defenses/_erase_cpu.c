@@ -5,9 +5,9 @@
  * stores a row of a box with a stride-1 loop the compiler vectorises, so the erase costs about
  * what writing the erased pixels once costs (benchmarks/erasing.py).
  *
- * Called from erasing_native.py, which validates everything first: addresses come from tensors
- * it holds, boxes lie inside the image (checked by the caller), strides and starts are in
- * elements. The GIL is released while writing so DataLoader threads keep running. One thread:
+ * Called from erasing_native.py, which validates the tensors first: addresses come from
+ * tensors it holds (boxes: int64, contiguous, batch * k each), strides are in elements. The
+ * boxes are checked against the image here, before any write. The GIL is released while writing so DataLoader threads keep running. One thread:
  * a pthread split was tried and lost badly beside torch's OpenMP workers, which spin on the
  * other cores after each parallel region (erasing_native.py says when torch's path is used).
  */
@@ -16,23 +16,38 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The boxes of one call, as laid out by midefend's EraseBoxes: k boxes per sample, row-major. */
+typedef struct {
+    const int64_t *top, *left, *height, *width; /* batch * k each */
+    const uint8_t *applied;                      /* batch: bool */
+    int64_t batch, k;
+} boxes_t;
+
+/* The tensor: first element, per-dimension strides in elements, image size. */
+typedef struct {
+    char *data;
+    int64_t channels, image_h, image_w, sb, sc, sh, sw;
+} image_t;
+
 #define DEFINE_FILL(NAME, T)                                                                      \
-    static void NAME(char *base, const int64_t *starts, const int64_t *heights,                    \
-                     const int64_t *widths, int64_t n_boxes, int64_t channels, int64_t sc,         \
-                     int64_t sh, int64_t sw, const char *fill) {                                   \
-        T *data = (T *)base;                                                                        \
-        for (int64_t b = 0; b < n_boxes; ++b) {                                                    \
-            const int64_t h = heights[b], w = widths[b];                                           \
-            for (int64_t c = 0; c < channels; ++c) {                                               \
-                T value;                                                                            \
-                memcpy(&value, fill + c * (int64_t)sizeof(T), sizeof(T));                          \
-                T *plane = data + starts[b] + c * sc;                                              \
-                for (int64_t r = 0; r < h; ++r) {                                                  \
-                    T *row = plane + r * sh;                                                       \
-                    if (sw == 1) {                                                                 \
-                        for (int64_t j = 0; j < w; ++j) row[j] = value;                            \
-                    } else {                                                                       \
-                        for (int64_t j = 0; j < w; ++j) row[j * sw] = value;                       \
+    static void NAME(const image_t *im, const boxes_t *bx, const char *fill) {                     \
+        T *data = (T *)im->data;                                                                   \
+        for (int64_t b = 0; b < bx->batch; ++b) {                                                  \
+            if (!bx->applied[b]) continue;                                                         \
+            for (int64_t j = 0; j < bx->k; ++j) {                                                  \
+                const int64_t i = b * bx->k + j, h = bx->height[i], w = bx->width[i];              \
+                T *origin = data + b * im->sb + bx->top[i] * im->sh + bx->left[i] * im->sw;        \
+                for (int64_t c = 0; c < im->channels; ++c) {                                       \
+                    T value;                                                                        \
+                    memcpy(&value, fill + c * (int64_t)sizeof(T), sizeof(T));                      \
+                    T *plane = origin + c * im->sc;                                                \
+                    for (int64_t r = 0; r < h; ++r) {                                              \
+                        T *row = plane + r * im->sh;                                               \
+                        if (im->sw == 1) {                                                         \
+                            for (int64_t q = 0; q < w; ++q) row[q] = value;                        \
+                        } else {                                                                   \
+                            for (int64_t q = 0; q < w; ++q) row[q * im->sw] = value;               \
+                        }                                                                          \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
@@ -44,19 +59,38 @@ DEFINE_FILL(fill_u16, uint16_t)
 DEFINE_FILL(fill_u32, uint32_t)
 DEFINE_FILL(fill_u64, uint64_t)
 
-typedef void (*fill_kernel)(char *, const int64_t *, const int64_t *, const int64_t *, int64_t,
-                            int64_t, int64_t, int64_t, int64_t, const char *);
+typedef void (*fill_kernel)(const image_t *, const boxes_t *, const char *);
 
-/* fill_boxes(data, itemsize, starts, heights, widths, n_boxes, channels, sc, sh, sw, fill)
- * data, starts, heights, widths, fill: addresses (int); the rest: int. Returns None. */
+/* Index of the first applied box that is not inside the image, or -1. Checked before any write,
+ * so a bad box leaves the tensor untouched (the differences avoid overflowing sums). */
+static int64_t first_box_outside(const image_t *im, const boxes_t *bx) {
+    for (int64_t b = 0; b < bx->batch; ++b) {
+        if (!bx->applied[b]) continue;
+        for (int64_t j = 0; j < bx->k; ++j) {
+            const int64_t i = b * bx->k + j;
+            const int64_t t = bx->top[i], l = bx->left[i], h = bx->height[i], w = bx->width[i];
+            if (t < 0 || l < 0 || h < 0 || w < 0 || t > im->image_h || l > im->image_w ||
+                h > im->image_h - t || w > im->image_w - l)
+                return i;
+        }
+    }
+    return -1;
+}
+
+#define N_ARGS 17
+
+/* fill_boxes(data, itemsize, channels, image_h, image_w, sb, sc, sh, sw,
+ *            top, left, height, width, applied, batch, k, fill)
+ * data, top, left, height, width, applied, fill: addresses (int); the rest: int. Returns None;
+ * ValueError (nothing written) if a box lies outside the image. */
 static PyObject *fill_boxes(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 11) {
-        PyErr_Format(PyExc_TypeError, "fill_boxes takes 11 arguments, got %zd", nargs);
+    if (nargs != N_ARGS) {
+        PyErr_Format(PyExc_TypeError, "fill_boxes takes %d arguments, got %zd", N_ARGS, nargs);
         return NULL;
     }
-    int64_t v[11];
-    for (Py_ssize_t i = 0; i < 11; ++i) {
+    int64_t v[N_ARGS];
+    for (Py_ssize_t i = 0; i < N_ARGS; ++i) {
         v[i] = (int64_t)PyLong_AsLongLong(args[i]);
         if (v[i] == -1 && PyErr_Occurred()) return NULL;
     }
@@ -71,13 +105,19 @@ static PyObject *fill_boxes(PyObject *self, PyObject *const *args, Py_ssize_t na
                          (long long)v[1]);
             return NULL;
     }
-    char *data = (char *)(intptr_t)v[0];
-    const int64_t *starts = (const int64_t *)(intptr_t)v[2];
-    const int64_t *heights = (const int64_t *)(intptr_t)v[3];
-    const int64_t *widths = (const int64_t *)(intptr_t)v[4];
-    const char *fill = (const char *)(intptr_t)v[10];
+    const image_t im = {(char *)(intptr_t)v[0], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
+    const boxes_t bx = {(const int64_t *)(intptr_t)v[9],  (const int64_t *)(intptr_t)v[10],
+                        (const int64_t *)(intptr_t)v[11], (const int64_t *)(intptr_t)v[12],
+                        (const uint8_t *)(intptr_t)v[13], v[14], v[15]};
+    const char *fill = (const char *)(intptr_t)v[16];
+    const int64_t bad = first_box_outside(&im, &bx);
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "fill_boxes: box %lld lies outside the %lldx%lld image",
+                     (long long)bad, (long long)im.image_h, (long long)im.image_w);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
-    kernel(data, starts, heights, widths, v[5], v[6], v[7], v[8], v[9], fill);
+    kernel(&im, &bx, fill);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -94,7 +134,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_erase_cpu",
 /* ABI_VERSION: bumped whenever fill_boxes's arguments change (erasing_native.ABI_VERSION). */
 PyMODINIT_FUNC PyInit__erase_cpu(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "ABI_VERSION", 1) < 0) {
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI_VERSION", 2) < 0) {
         Py_DECREF(m);
         return NULL;
     }

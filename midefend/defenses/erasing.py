@@ -65,7 +65,7 @@ from .erasing_params import (
     fill_spec,
     sample_boxes,
 )
-from .erasing_native import HAVE_NATIVE, fill_boxes_, native_is_faster, native_refusal
+from .erasing_native import HAVE_NATIVE, native_is_faster, native_refusal, write_boxes_
 from .erasing_triton import HAVE_TRITON, MAX_FILL_CHANNELS, erase_triton_
 
 __all__ = ["EraseBoxes", "random_erase_batch", "BatchRandomErasing", "RandomErasingTransform"]
@@ -113,12 +113,14 @@ def _check_boxes(boxes: Any, batch: int, height: int, width: int, device: torch.
         raise ConfigError(f"boxes must hold ({batch},) or ({batch}, K) tensors for a batch of {batch}, got shape {shape}")
     if tuple(boxes.applied.shape) != (batch,):
         raise ConfigError(f"boxes.applied must have shape ({batch},), got {tuple(boxes.applied.shape)}")
-    top, left, h, w = (f.to(device=device, dtype=torch.int64) for f in boxes[:4])
-    # h > height - top, not top + h > height: the sum can wrap around for huge replayed values
-    outside = (top < 0) | (left < 0) | (h < 0) | (w < 0) | (top > height) | (left > width)
-    if batch and bool((outside | (h > height - top) | (w > width - left)).any()):
-        raise ConfigError(f"boxes must lie inside the {height}x{width} image")
-    return EraseBoxes(top, left, h, w, boxes.applied.to(device=device, dtype=torch.bool))
+    fields = torch.stack([f.to(device=device, dtype=torch.int64) for f in boxes[:4]])  # top, left, h, w
+    if batch:  # a few ops on the stacked fields: a per-image transform calls this for every image
+        limits = torch.tensor([height, width], device=device).view(2, *[1] * (fields.dim() - 1))
+        # h > height - top rather than top + h > height: the sum can wrap around for huge values;
+        # top > height makes the room negative, so it is caught too
+        if bool((fields.amin() < 0) | (fields[2:] > limits - fields[:2]).any()):
+            raise ConfigError(f"boxes must lie inside the {height}x{width} image")
+    return EraseBoxes(*fields.unbind(0), boxes.applied.to(device=device, dtype=torch.bool))
 
 
 def _erase(
@@ -130,7 +132,11 @@ def _erase(
     inplace: bool,
     boxes: EraseBoxes | None,
     backend: str,
+    drawn_here: bool = False,
 ) -> tuple[torch.Tensor, EraseBoxes | None]:
+    """The one erase behind all three entry points. ``drawn_here``: ``boxes`` come from
+    :func:`sample_boxes` for this very batch (the transform's ``make_params``), so the replay
+    checks are skipped -- they cost as much as the erase of one image."""
     _check_input(x, cfg.normalized)
     if backend not in _BACKENDS:
         raise ConfigError(f"backend must be one of 'auto', 'torch', 'triton', 'native', got {backend!r}")
@@ -146,7 +152,8 @@ def _erase(
         out = x if inplace else x.clone()  # clone keeps channels_last
         return apply_pixels_(out, fraction, u[:, 1] < cfg.p, fill, generator), None
     if boxes is not None:
-        boxes = _check_boxes(boxes, batch, height, width, x.device)
+        if not drawn_here:
+            boxes = _check_boxes(boxes, batch, height, width, x.device)
     elif cfg.mode == "fixed":
         idx = check_index(index, batch, x.device)
         boxes = sample_boxes(
@@ -174,7 +181,7 @@ def _erase(
         return (x.copy_(erased) if inplace else erased), boxes
     out = x if inplace else x.clone()  # clone keeps channels_last
     if _use_native(x, boxes, fill, backend):
-        return fill_boxes_(out, boxes, fill), boxes
+        return write_boxes_(out, boxes, fill), boxes
     return apply_boxes_(out, boxes, fill, generator), boxes
 
 
@@ -343,11 +350,11 @@ class RandomErasingTransform(_ErasingSettings, Transform):
     _index: Any = None  # the index= of the call in progress (mode 'fixed')
 
     def forward(self, *inputs: Any, index: Any = None) -> Any:
-        self._index = index
+        self.__dict__["_index"] = index  # not nn.Module.__setattr__: ~2 us, twice per image
         try:
             return super().forward(*inputs)
         finally:
-            self._index = None
+            self.__dict__["_index"] = None
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         shapes = {_batch_hw(inpt) for inpt in flat_inputs if _is_image(inpt)}
@@ -382,7 +389,10 @@ class RandomErasingTransform(_ErasingSettings, Transform):
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
     def _erase4(self, x4: torch.Tensor, params: dict[str, Any], inplace: bool) -> torch.Tensor:
-        return _erase(x4, self.cfg, generator=None, inplace=inplace, boxes=params["boxes"], backend="auto")[0]
+        boxes = params["boxes"]
+        # boxes from make_params (sample_boxes on this call's size) need no replay checks
+        drawn_here = isinstance(boxes, EraseBoxes) and boxes.top.shape[0] == x4.shape[0]
+        return _erase(x4, self.cfg, generator=None, inplace=inplace, boxes=boxes, backend="auto", drawn_here=drawn_here)[0]
 
 
 

@@ -16,22 +16,24 @@ Random fill stays on the torch path (its noise comes from a ``torch.Generator``)
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.autograd.graph import increment_version
 
-from .erasing_apply import _extent, flat_boxes
+from .erasing_apply import _extent
 from .erasing_params import EraseBoxes, FillSpec
 
 #: The argument list this Python side passes; the extension exports the one it was built with, so
 #: a stale build (an editable install after the C file changed) is not called with the wrong one.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 try:
     from . import _erase_cpu
 except ImportError:  # built without a C compiler: the torch path serves
     _erase_cpu = None
 
-__all__ = ["HAVE_NATIVE", "fill_boxes_", "native_is_faster", "native_refusal"]
+__all__ = ["HAVE_NATIVE", "fill_boxes_", "native_is_faster", "native_refusal", "write_boxes_"]
 
 #: Whether the compiled CPU loop was built with this install (and matches this Python side).
 HAVE_NATIVE = _erase_cpu is not None and getattr(_erase_cpu, "ABI_VERSION", None) == ABI_VERSION
@@ -94,6 +96,13 @@ def _non_overlapping(x: torch.Tensor) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=64)
+def _fill_values(values: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The per-channel fill in ``dtype``'s bit pattern; cached (a per-image transform asks for
+    the same one every call) and never written."""
+    return torch.tensor(values, dtype=dtype)
+
+
 #: torch's intra-op grain size: the torch path copies a box this large with all of torch's threads
 #: (one ``_foreach_copy_`` per large box), while this loop is single-threaded.
 PARALLEL_BOX_ELEMENTS = 32768
@@ -110,29 +119,37 @@ def native_is_faster(x: torch.Tensor, boxes: EraseBoxes) -> bool:
 
 
 def fill_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Tensor:
-    """Erase ``boxes`` (inside the image: the caller checked) from ``x`` in place and return ``x``.
+    """Erase ``boxes`` from ``x`` in place and return ``x`` (``ValueError``, nothing written, if a
+    box lies outside the image or :func:`native_refusal` refuses ``x``).
 
-    ``x`` must pass :func:`native_refusal`; no autograd graph may need its gradient through
-    the overwritten values (the version counter is bumped, as an in-place torch op would).
+    No autograd graph may need its gradient through the overwritten values (the version counter
+    is bumped, as an in-place torch op would).
     """
     if not HAVE_NATIVE:  # the callers check HAVE_NATIVE; this guards direct use
         raise RuntimeError("the compiled erasing loop is not built (midefend was installed without a C compiler)")
     reason = native_refusal(x, fill)
     if reason is not None:
         raise ValueError(f"fill_boxes_ {reason}")
+    return write_boxes_(x, boxes, fill)
+
+
+def write_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Tensor:
+    """:func:`fill_boxes_` for callers that have already had ``x`` pass :func:`native_refusal`."""
     if len(fill.values) != x.shape[1]:  # the loop reads one value per channel
         raise ValueError(f"fill has {len(fill.values)} values for {x.shape[1]} channels")
-    sample, top, left, h, w = (f.to(device="cpu", dtype=torch.int64) for f in flat_boxes(boxes))
-    if sample.numel() == 0:
-        return x
+    top, left, h, w = (f.to(device="cpu", dtype=torch.int64).contiguous() for f in boxes[:4])
+    applied = boxes.applied.to(device="cpu", dtype=torch.bool).contiguous()
+    batch = x.shape[0]
+    if applied.shape != (batch,) or top.dim() not in (1, 2) or top.shape[0] != batch or any(f.shape != top.shape for f in (left, h, w)):
+        raise ValueError(f"boxes must hold ({batch},) or ({batch}, K) tensors for a batch of {batch}")
+    constant = _fill_values(tuple(fill.values), x.dtype)
     sb, sc, sh, sw = x.stride()
-    starts = (sample * sb + top * sh + left * sw).contiguous()
-    heights, widths = h.contiguous(), w.contiguous()
-    constant = torch.tensor(fill.values, dtype=x.dtype)
-    # the addresses stay valid: every tensor is held by a local until the call returns
+    # the addresses stay valid: every tensor is held by a local until the call returns; the loop
+    # checks every applied box against the image before it writes anything
     _erase_cpu.fill_boxes(
-        x.data_ptr(), x.element_size(), starts.data_ptr(), heights.data_ptr(), widths.data_ptr(),
-        starts.numel(), x.shape[1], sc, sh, sw, constant.data_ptr(),
+        x.data_ptr(), x.element_size(), x.shape[1], x.shape[2], x.shape[3], sb, sc, sh, sw,
+        top.data_ptr(), left.data_ptr(), h.data_ptr(), w.data_ptr(), applied.data_ptr(),
+        batch, 1 if top.dim() == 1 else top.shape[1], constant.data_ptr(),
     )  # fmt: skip
     # autograd cannot see a write through a raw pointer: bump the version counter as an in-place
     # torch op would, so a graph that saved ``x`` refuses to backpropagate through stale values
