@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from midefend import ConfigError, random_erase_batch
+from midefend import ConfigError, RandomErasingTransform, random_erase_batch
 from midefend.defenses import erasing, erasing_native
 from midefend.defenses.erasing_native import HAVE_NATIVE, PARALLEL_BOX_ELEMENTS, fill_boxes_, native_refusal
 from midefend.defenses.erasing_params import EraseBoxes, FillSpec
@@ -99,8 +99,8 @@ class TestChoice:
     @pytest.fixture
     def spy(self, monkeypatch):
         calls = []
-        original = erasing.write_boxes_
-        monkeypatch.setattr(erasing, "write_boxes_", lambda *a: (calls.append(1), original(*a))[1])
+        original = erasing._write_boxes_
+        monkeypatch.setattr(erasing, "_write_boxes_", lambda *a: (calls.append(1), original(*a))[1])
         return calls
 
     @needs_native
@@ -273,3 +273,68 @@ class TestLeftToTorch:
         _, boxes = random_erase_batch(x.cuda(), return_boxes=True)
         got = random_erase_batch(x, boxes=boxes)
         assert torch.equal(got, random_erase_batch(x, boxes=EraseBoxes(*(f.cpu() for f in boxes)), backend="torch"))
+
+
+class TestBoundaries:
+    """The second review's cases: the loop's own bounds check, forged params, odd boxes and fills."""
+
+    @needs_native
+    @pytest.mark.parametrize("top, h", [(3, 2), (2**62, 2**62), (-1, 1)])
+    def test_the_loop_checks_boxes_before_writing(self, top, h):
+        x = torch.zeros(2, 3, 4, 4)
+        boxes = EraseBoxes(torch.tensor([0, top]), torch.tensor([0, 0]), torch.tensor([1, h]), torch.tensor([1, 1]),
+                           torch.tensor([True, True]))  # fmt: skip
+        with pytest.raises(ValueError, match=r"^fill_boxes: box 1 lies outside the 4x4 image$"):
+            fill_boxes_(x, boxes, FillSpec((1.0, 1.0, 1.0)))
+        assert not bool(x.any())  # box 0 was fine, but nothing is written when any box is not
+
+    @needs_native
+    def test_box_fields_must_match_the_batch(self):
+        boxes = EraseBoxes(*(torch.tensor([0, 0]) for _ in range(4)), torch.tensor([True, True]))
+        with pytest.raises(ValueError, match=r"boxes must hold \(3,\) or \(3, K\) tensors for a batch of 3"):
+            fill_boxes_(torch.zeros(3, 1, 4, 4), boxes, FillSpec((1.0,)))
+
+    def test_params_drawn_for_another_size_are_checked(self):
+        tf = RandomErasingTransform(scale=(0.5, 0.5))
+        params = tf.make_params([torch.zeros(3, 64, 64)])
+        with pytest.raises(ConfigError, match=r"^boxes must lie inside the 8x8 image$"):
+            tf.transform(torch.zeros(3, 8, 8), params)
+
+    @pytest.mark.parametrize("backend", ["torch", "native"])
+    def test_replaying_zero_patches_writes_nothing(self, backend):
+        if backend == "native" and not HAVE_NATIVE:
+            pytest.skip("the compiled erasing loop is not built")
+        x = torch.rand(3, 3, 8, 8)
+        empty = EraseBoxes(*(torch.zeros(3, 0, dtype=torch.int64) for _ in range(4)), torch.tensor([True] * 3))
+        assert torch.equal(random_erase_batch(x, boxes=empty, backend=backend), x)
+
+    @needs_native
+    def test_negative_zero_fill_keeps_its_sign(self):
+        for value in (0.0, -0.0):  # the cached fill must not hand +0.0 to -0.0
+            kw = dict(value=value, scale=(0.5, 0.5))
+            y = random_erase_batch(torch.ones(2, 3, 8, 8), backend="native", generator=torch.Generator().manual_seed(1), **kw)
+            want = random_erase_batch(torch.ones(2, 3, 8, 8), backend="torch", generator=torch.Generator().manual_seed(1), **kw)
+            assert torch.equal(torch.signbit(y), torch.signbit(want)) and bool(torch.signbit(y).any()) == (str(value) == "-0.0")
+
+    def test_threads_sharing_a_fixed_transform_get_their_own_index(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        tf = RandomErasingTransform(mode="fixed", value=1.0, seed=3)
+        want = {i: tf(torch.zeros(3, 16, 16), index=i) for i in range(40)}
+
+        def erase(i):
+            return i, tf(torch.zeros(3, 16, 16), index=i)
+
+        with ThreadPoolExecutor(4) as pool:
+            for i, got in pool.map(erase, [i for _ in range(10) for i in range(40)]):
+                assert torch.equal(got, want[i])
+
+    def test_absurd_ratios_give_the_same_boxes_on_both_maps(self):
+        from midefend.defenses.erasing_params import SCALAR_BOXES, sample_boxes
+
+        kw = dict(scale=(0.1, 0.4), ratio=(1e40, 1e40), p=1.0)
+        python = sample_boxes(SCALAR_BOXES, 32, 32, generator=torch.Generator().manual_seed(0), **kw)
+        tensors = sample_boxes(SCALAR_BOXES + 1, 32, 32, generator=torch.Generator().manual_seed(0), **kw)
+        for a, b in zip(python[:4], tensors[:4]):
+            assert torch.equal(a, b[:SCALAR_BOXES])
+        assert python.height.tolist() == [32] * SCALAR_BOXES and python.width.tolist() == [1] * SCALAR_BOXES

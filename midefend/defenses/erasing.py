@@ -41,6 +41,7 @@ True
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +66,7 @@ from .erasing_params import (
     fill_spec,
     sample_boxes,
 )
-from .erasing_native import HAVE_NATIVE, native_is_faster, native_refusal, write_boxes_
+from .erasing_native import HAVE_NATIVE, _write_boxes_, native_is_faster, native_refusal
 from .erasing_triton import HAVE_TRITON, MAX_FILL_CHANNELS, erase_triton_
 
 __all__ = ["EraseBoxes", "random_erase_batch", "BatchRandomErasing", "RandomErasingTransform"]
@@ -114,7 +115,7 @@ def _check_boxes(boxes: Any, batch: int, height: int, width: int, device: torch.
     if tuple(boxes.applied.shape) != (batch,):
         raise ConfigError(f"boxes.applied must have shape ({batch},), got {tuple(boxes.applied.shape)}")
     fields = torch.stack([f.to(device=device, dtype=torch.int64) for f in boxes[:4]])  # top, left, h, w
-    if batch:  # a few ops on the stacked fields: a per-image transform calls this for every image
+    if fields.numel():  # a few ops on the stacked fields
         limits = torch.tensor([height, width], device=device).view(2, *[1] * (fields.dim() - 1))
         # h > height - top rather than top + h > height: the sum can wrap around for huge values;
         # top > height makes the room negative, so it is caught too
@@ -181,7 +182,7 @@ def _erase(
         return (x.copy_(erased) if inplace else erased), boxes
     out = x if inplace else x.clone()  # clone keeps channels_last
     if _use_native(x, boxes, fill, backend):
-        return write_boxes_(out, boxes, fill), boxes
+        return _write_boxes_(out, boxes, fill), boxes
     return apply_boxes_(out, boxes, fill, generator), boxes
 
 
@@ -327,6 +328,9 @@ class BatchRandomErasing(_ErasingSettings, nn.Module):
 
 
 
+_call_index = threading.local()  # RandomErasingTransform: the index= of each call in progress
+
+
 class RandomErasingTransform(_ErasingSettings, Transform):
     """Per-sample MIDRE erasing for a DataLoader, compatible with ``torchvision.transforms.v2``.
 
@@ -347,14 +351,15 @@ class RandomErasingTransform(_ErasingSettings, Transform):
     torch.Size([3, 64, 64])
     """
 
-    _index: Any = None  # the index= of the call in progress (mode 'fixed')
-
     def forward(self, *inputs: Any, index: Any = None) -> Any:
-        self.__dict__["_index"] = index  # not nn.Module.__setattr__: ~2 us, twice per image
+        # torchvision's forward passes no keywords to make_params: hand index= over per thread
+        # (threads may share one transform; a thread-local is not pickled into DataLoader workers)
+        calls = _call_index.__dict__.setdefault("by_transform", {})
+        calls[id(self)] = index
         try:
             return super().forward(*inputs)
         finally:
-            self.__dict__["_index"] = None
+            calls.pop(id(self), None)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         shapes = {_batch_hw(inpt) for inpt in flat_inputs if _is_image(inpt)}
@@ -363,13 +368,14 @@ class RandomErasingTransform(_ErasingSettings, Transform):
         if not shapes or self.cfg.mode == "pixels":
             return {"boxes": None}
         (batch, height, width, device), = shapes
-        index = check_index(self._index, batch, device) if self.cfg.mode == "fixed" else None
+        call_index = _call_index.__dict__.get("by_transform", {}).get(id(self))
+        index = check_index(call_index, batch, device) if self.cfg.mode == "fixed" else None
         boxes = sample_boxes(
             batch, height, width, scale=self.cfg.scale, ratio=self.cfg.ratio, p=self.cfg.p,
             num_patches=self.cfg.patches(), device=device,
             fixed_seed=self.cfg.seed if self.cfg.mode == "fixed" else None, index=index,
         )  # fmt: skip
-        return {"boxes": boxes}
+        return {"boxes": boxes, "drawn_for": (batch, height, width, device)}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if not _is_image(inpt):
@@ -390,8 +396,8 @@ class RandomErasingTransform(_ErasingSettings, Transform):
 
     def _erase4(self, x4: torch.Tensor, params: dict[str, Any], inplace: bool) -> torch.Tensor:
         boxes = params["boxes"]
-        # boxes from make_params (sample_boxes on this call's size) need no replay checks
-        drawn_here = isinstance(boxes, EraseBoxes) and boxes.top.shape[0] == x4.shape[0]
+        # boxes make_params drew for exactly this batch and size need no replay checks
+        drawn_here = params.get("drawn_for") == (x4.shape[0], x4.shape[2], x4.shape[3], x4.device)
         return _erase(x4, self.cfg, generator=None, inplace=inplace, boxes=boxes, backend="auto", drawn_here=drawn_here)[0]
 
 

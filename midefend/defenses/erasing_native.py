@@ -33,7 +33,7 @@ try:
 except ImportError:  # built without a C compiler: the torch path serves
     _erase_cpu = None
 
-__all__ = ["HAVE_NATIVE", "fill_boxes_", "native_is_faster", "native_refusal", "write_boxes_"]
+__all__ = ["HAVE_NATIVE", "fill_boxes_", "native_is_faster", "native_refusal"]
 
 #: Whether the compiled CPU loop was built with this install (and matches this Python side).
 HAVE_NATIVE = _erase_cpu is not None and getattr(_erase_cpu, "ABI_VERSION", None) == ABI_VERSION
@@ -97,10 +97,10 @@ def _non_overlapping(x: torch.Tensor) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _fill_values(values: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
+def _fill_values(hex_values: tuple[str, ...], dtype: torch.dtype) -> torch.Tensor:
     """The per-channel fill in ``dtype``'s bit pattern; cached (a per-image transform asks for
-    the same one every call) and never written."""
-    return torch.tensor(values, dtype=dtype)
+    the same one every call) and never written. Keyed by ``float.hex``: ``-0.0 == 0.0``."""
+    return torch.tensor([float.fromhex(v) for v in hex_values], dtype=dtype)
 
 
 #: torch's intra-op grain size: the torch path copies a box this large with all of torch's threads
@@ -130,19 +130,20 @@ def fill_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Ten
     reason = native_refusal(x, fill)
     if reason is not None:
         raise ValueError(f"fill_boxes_ {reason}")
-    return write_boxes_(x, boxes, fill)
+    return _write_boxes_(x, boxes, fill)
 
 
-def write_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Tensor:
-    """:func:`fill_boxes_` for callers that have already had ``x`` pass :func:`native_refusal`."""
+def _write_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Tensor:
+    """:func:`fill_boxes_` for callers that have already had ``x`` pass :func:`native_refusal` (internal)."""
     if len(fill.values) != x.shape[1]:  # the loop reads one value per channel
         raise ValueError(f"fill has {len(fill.values)} values for {x.shape[1]} channels")
-    top, left, h, w = (f.to(device="cpu", dtype=torch.int64).contiguous() for f in boxes[:4])
+    # resolve_neg: the loop reads raw memory, so a lazily negated field must be materialised
+    top, left, h, w = (f.to(device="cpu", dtype=torch.int64).resolve_neg().contiguous() for f in boxes[:4])
     applied = boxes.applied.to(device="cpu", dtype=torch.bool).contiguous()
     batch = x.shape[0]
     if applied.shape != (batch,) or top.dim() not in (1, 2) or top.shape[0] != batch or any(f.shape != top.shape for f in (left, h, w)):
         raise ValueError(f"boxes must hold ({batch},) or ({batch}, K) tensors for a batch of {batch}")
-    constant = _fill_values(tuple(fill.values), x.dtype)
+    constant = _fill_values(tuple(float(v).hex() for v in fill.values), x.dtype)
     sb, sc, sh, sw = x.stride()
     # the addresses stay valid: every tensor is held by a local until the call returns; the loop
     # checks every applied box against the image before it writes anything

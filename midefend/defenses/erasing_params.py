@@ -26,7 +26,6 @@ large ``scale`` on a square image).
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -276,13 +275,8 @@ def boxes_from_uniforms(
     attempts = 1 if _always_fits(height, width, tuple(scale), tuple(ratio)) else ATTEMPTS
     area = (scale[0] + (scale[1] - scale[0]) * u[..., :attempts]) * (height * width)
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
-    if lo == hi:
-        hs = torch.floor(torch.sqrt(area * ratio[0]) + 0.5).to(torch.int64)
-        ws = torch.floor(torch.sqrt(area / ratio[0]) + 0.5).to(torch.int64)
-    else:
-        aspect = torch.exp(lo + (hi - lo) * u[..., ATTEMPTS : ATTEMPTS + attempts])
-        hs = torch.floor(torch.sqrt(area * aspect) + 0.5).to(torch.int64)
-        ws = torch.floor(torch.sqrt(area / aspect) + 0.5).to(torch.int64)
+    aspect = ratio[0] if lo == hi else torch.exp(lo + (hi - lo) * u[..., ATTEMPTS : ATTEMPTS + attempts])
+    hs, ws = _side(torch.sqrt(area * aspect), height), _side(torch.sqrt(area / aspect), width)
     if attempts == 1:
         h, w = hs[..., 0].clamp(1, height), ws[..., 0].clamp(1, width)  # clamp: float rounding only
     else:
@@ -296,14 +290,31 @@ def boxes_from_uniforms(
     return top, left, h, w
 
 
-@functools.lru_cache(maxsize=256)  # one answer per image size and settings; asked every call
+def _side(root: torch.Tensor, limit: int) -> torch.Tensor:
+    """``round(root)`` as int64, capped at ``limit + 1`` first: any side above ``limit`` fails to
+    fit all the same, and an absurd ratio (1e40) would overflow the cast."""
+    return torch.floor((root + 0.5).clamp(max=limit + 1)).to(torch.int64)
+
+
+_FITS: dict[tuple, bool] = {}  # _always_fits answers: one per image size and settings
+
+
 def _always_fits(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]) -> bool:
+    key = (height, width, scale, ratio)
+    if key not in _FITS:  # a dict, not lru_cache: torch.compile traces it without a warning
+        if len(_FITS) >= 4096:  # images of ever-changing sizes: start over rather than grow
+            _FITS.clear()
+        _FITS[key] = _fits_everywhere(height, width, scale, ratio)
+    return _FITS[key]
+
+
+def _fits_everywhere(height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]) -> bool:
     """Whether every draw gives ``1 <= h <= height`` and ``1 <= w <= width`` (sides grow with a_e,
     h with r and w with 1/r, so the corners of the (scale, ratio) rectangle decide)."""
     area = height * width
 
-    def side(a: float, r: float) -> int:
-        return math.floor(math.sqrt(a * area * r) + 0.5)
+    def side(a: float, r: float) -> int:  # capped like _side: an infinite root cannot be floored
+        return math.floor(min(math.sqrt(a * area * r) + 0.5, height + width + 1))
 
     return (
         side(scale[1], ratio[1]) <= height
@@ -367,7 +378,8 @@ def _boxes_in_python(
             sides = []
             for a in range(attempts):
                 area = (scale[0] + span * draw[a]) * (height * width)
-                sides.append((math.floor(math.sqrt(area * ratio) + 0.5), math.floor(math.sqrt(area / ratio) + 0.5)))
+                root_h, root_w = math.sqrt(area * ratio), math.sqrt(area / ratio)
+                sides.append((math.floor(min(root_h + 0.5, height + 1)), math.floor(min(root_w + 0.5, width + 1))))
             fit = next((s for s in sides if 1 <= s[0] <= height and 1 <= s[1] <= width), sides[0])
             h, w = min(max(fit[0], 1), height), min(max(fit[1], 1), width)
             top = min(math.floor(draw[-2] * (height - h + 1)), height - h)

@@ -91,8 +91,9 @@ def _erase_kernel(
         ur = tl.rand(seed, base + ATT + att)
         area = area_lo + (area_hi - area_lo) * ua  # in pixels: scale * H * W, premultiplied
         aspect = tl.exp(logr_lo + (logr_hi - logr_lo) * ur)
-        hs = tl.floor(tl.sqrt(area * aspect) + 0.5).to(tl.int32)
-        ws = tl.floor(tl.sqrt(area / aspect) + 0.5).to(tl.int32)
+        # capped at H + 1 / W + 1 before the cast (still "does not fit"): huge ratios overflow int32
+        hs = tl.floor(tl.minimum(tl.sqrt(area * aspect) + 0.5, H + 1.0)).to(tl.int32)
+        ws = tl.floor(tl.minimum(tl.sqrt(area / aspect) + 0.5, W + 1.0)).to(tl.int32)
         fits = (att < ATT) & (hs >= 1) & (ws >= 1) & (hs <= H) & (ws <= W)
         first = tl.min(tl.where(fits, att, ATT_P2), axis=0)
         pick = tl.where(first == ATT_P2, 0, first)
