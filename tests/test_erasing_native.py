@@ -162,6 +162,12 @@ class TestErrors:
             fill_boxes_(torch.zeros(1, 1, 4, 4), boxes, FillSpec(None, (0.0,), (1.0,)))
 
     @needs_native
+    def test_direct_calls_need_a_4d_tensor(self):
+        boxes = EraseBoxes(*(torch.tensor([v]) for v in (0, 0, 2, 2)), torch.tensor([True]))
+        with pytest.raises(ValueError, match=r"^fill_boxes_ needs a \(B, C, H, W\) tensor, got shape \(1, 4, 4\)$"):
+            fill_boxes_(torch.zeros(1, 4, 4), boxes, FillSpec((1.0,)))
+
+    @needs_native
     def test_fill_values_must_match_the_channels(self):
         boxes = EraseBoxes(*(torch.tensor([v]) for v in (0, 0, 2, 2)), torch.tensor([True]))
         with pytest.raises(ValueError, match=r"fill has 1 values for 3 channels"):
@@ -232,6 +238,7 @@ class TestLeftToTorch:
         with pytest.raises(RuntimeError):
             random_erase_batch(x, inplace=True)
 
+    @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # torch's own forward_ad import
     def test_forward_mode_ad_zeroes_the_tangent_in_the_boxes(self):
         import torch.autograd.forward_ad as fwad
 
@@ -243,6 +250,7 @@ class TestLeftToTorch:
         inside = random_erase_batch(torch.zeros(2, 3, 8, 8), boxes=boxes, value=1.0) == 1
         assert bool((out_tangent[inside] == 0).all()) and bool((out_tangent[~inside] == 16).all())
 
+    @pytest.mark.filterwarnings("ignore:There is a performance drop because we have not yet implemented the batching rule")
     def test_vmap_works(self):
         xs = torch.rand(2, 4, 3, 8, 8)
         _, boxes = random_erase_batch(xs[0], return_boxes=True)

@@ -127,6 +127,8 @@ def fill_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.Ten
     """
     if not HAVE_NATIVE:  # the callers check HAVE_NATIVE; this guards direct use
         raise RuntimeError("the compiled erasing loop is not built (midefend was installed without a C compiler)")
+    if x.dim() != 4:
+        raise ValueError(f"fill_boxes_ needs a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
     reason = native_refusal(x, fill)
     if reason is not None:
         raise ValueError(f"fill_boxes_ {reason}")
@@ -141,7 +143,8 @@ def _write_boxes_(x: torch.Tensor, boxes: EraseBoxes, fill: FillSpec) -> torch.T
     top, left, h, w = (f.to(device="cpu", dtype=torch.int64).resolve_neg().contiguous() for f in boxes[:4])
     applied = boxes.applied.to(device="cpu", dtype=torch.bool).contiguous()
     batch = x.shape[0]
-    if applied.shape != (batch,) or top.dim() not in (1, 2) or top.shape[0] != batch or any(f.shape != top.shape for f in (left, h, w)):
+    same_shape = all(f.shape == top.shape for f in (left, h, w))
+    if applied.shape != (batch,) or top.dim() not in (1, 2) or top.shape[0] != batch or not same_shape:
         raise ValueError(f"boxes must hold ({batch},) or ({batch}, K) tensors for a batch of {batch}")
     constant = _fill_values(tuple(float(v).hex() for v in fill.values), x.dtype)
     sb, sc, sh, sw = x.stride()
