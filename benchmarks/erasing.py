@@ -104,20 +104,16 @@ def methods(x: torch.Tensor) -> dict[str, Callable[[], object]]:
     out["torch.where over the batch (reference)"] = where_erase
     from torchvision.transforms import v2
 
+    def per_sample(transform: Callable[[torch.Tensor], object]) -> Callable[[], None]:
+        def run() -> None:
+            for img in x:  # what a DataLoader does, one sample at a time
+                transform(img)
+
+        return run
+
     tv = v2.RandomErasing(p=1.0, scale=SCALE, ratio=RATIO, value=list(IMAGENET_MEAN), inplace=True)
-
-    def torchvision_per_sample():
-        for img in x:  # what a DataLoader does, one sample at a time
-            tv(img)
-
-    out["torchvision v2.RandomErasing, per sample"] = torchvision_per_sample
-    mine = RandomErasingTransform(scale=SCALE, ratio=RATIO, inplace=True)
-
-    def midefend_per_sample():
-        for img in x:  # the same DataLoader-style loop through midefend's v2 transform
-            mine(img)
-
-    out["midefend RandomErasingTransform, per sample"] = midefend_per_sample
+    out["torchvision v2.RandomErasing, per sample"] = per_sample(tv)
+    out["midefend RandomErasingTransform, per sample"] = per_sample(RandomErasingTransform(scale=SCALE, ratio=RATIO, inplace=True))
     from timm.data.random_erasing import RandomErasing as TimmErasing
 
     timm_re = TimmErasing(probability=1.0, min_area=SCALE[0], max_area=SCALE[1], min_aspect=RATIO[0],

@@ -30,6 +30,11 @@ def test_built_where_ci_requires_it():
     assert HAVE_NATIVE, "midefend/defenses/_erase_cpu.c was not compiled at install"
 
 
+def one_box() -> EraseBoxes:
+    """A 2x2 box at the top left of a batch of one."""
+    return EraseBoxes(*(torch.tensor([v]) for v in (0, 0, 2, 2)), torch.tensor([True]))
+
+
 LAYOUTS = ["contiguous", "channels_last", "offset_view", "strided_columns", "transposed"]
 
 
@@ -157,25 +162,25 @@ class TestErrors:
 
     @needs_native
     def test_direct_calls_are_checked_too(self):
-        boxes = EraseBoxes(*(torch.tensor([v]) for v in (0, 0, 2, 2)), torch.tensor([True]))
+        boxes = one_box()
         with pytest.raises(ValueError, match=r"^fill_boxes_ needs a constant fill, got value='random'$"):
             fill_boxes_(torch.zeros(1, 1, 4, 4), boxes, FillSpec(None, (0.0,), (1.0,)))
 
     @needs_native
     def test_direct_calls_need_a_4d_tensor(self):
-        boxes = EraseBoxes(*(torch.tensor([v]) for v in (0, 0, 2, 2)), torch.tensor([True]))
+        boxes = one_box()
         with pytest.raises(ValueError, match=r"^fill_boxes_ needs a \(B, C, H, W\) tensor, got shape \(1, 4, 4\)$"):
             fill_boxes_(torch.zeros(1, 4, 4), boxes, FillSpec((1.0,)))
 
     @needs_native
     def test_fill_values_must_match_the_channels(self):
-        boxes = EraseBoxes(*(torch.tensor([v]) for v in (0, 0, 2, 2)), torch.tensor([True]))
+        boxes = one_box()
         with pytest.raises(ValueError, match=r"fill has 1 values for 3 channels"):
             fill_boxes_(torch.zeros(1, 3, 4, 4), boxes, FillSpec((1.0,)))
 
     def test_without_the_build_the_function_says_so(self, monkeypatch):
         monkeypatch.setattr(erasing_native, "HAVE_NATIVE", False)
-        boxes = EraseBoxes(*(torch.tensor([v]) for v in (0, 0, 2, 2)), torch.tensor([True]))
+        boxes = one_box()
         with pytest.raises(RuntimeError, match=r"the compiled erasing loop is not built"):
             fill_boxes_(torch.zeros(1, 1, 4, 4), boxes, FillSpec((1.0,)))
 

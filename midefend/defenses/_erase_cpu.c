@@ -7,9 +7,10 @@
  *
  * Called from erasing_native.py, which validates the tensors first: addresses come from
  * tensors it holds (boxes: int64, contiguous, batch * k each), strides are in elements. The
- * boxes are checked against the image here, before any write. The GIL is released while writing so DataLoader threads keep running. One thread:
- * a pthread split was tried and lost badly beside torch's OpenMP workers, which spin on the
- * other cores after each parallel region (erasing_native.py says when torch's path is used).
+ * boxes are checked against the image here, before any write. The GIL is released while
+ * writing so DataLoader threads keep running. One thread: a pthread split was tried and lost
+ * badly beside torch's OpenMP workers, which spin on the other cores after each parallel
+ * region (erasing_native.py says when torch's path is used).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

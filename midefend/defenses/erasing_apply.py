@@ -20,8 +20,8 @@ the batch size). One exception, measured: ``index_copy_`` costs ~0.55 ns per ele
 ~0.15 ns for a strided ``copy_``, so on the CPU a constant-filled box of at least
 :data:`LARGE_BOX_ELEMENTS` elements (a MIDRE box on 224x224 images) gets its own view, and all
 such views are filled by one ``torch._foreach_copy_`` (about 1 us of Python per box to build the
-view; 128x3x224x224 float32 went from 6.8 to 5.9 ms in ``benchmarks/erasing.py`` on one core). Any strides work, so ``channels_last`` batches are erased
-in their own layout.
+view; 128x3x224x224 float32 went from 6.8 to 5.9 ms in ``benchmarks/erasing.py`` on one core).
+Any strides work, so ``channels_last`` batches are erased in their own layout.
 
 >>> import torch
 >>> from midefend.defenses.erasing_params import EraseBoxes, FillSpec
