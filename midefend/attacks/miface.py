@@ -39,7 +39,9 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 class MIFaceAttack(Attack):
     """Pixel-space attack with a total-variation prior."""
 
+    threat_model = "white-box"
     uses_prior = False
+    supports_adaptive = True
     defaults = {"loss": "cross-entropy", "lr": 0.05, "steps": 300, "tv_weight": 0.05, "augment": "none"}
 
     def validate_extra(self) -> None:
