@@ -107,11 +107,11 @@ class TestAdaptiveOptions:
     def test_from_the_defense_record(self):
         assert adaptive_options({"name": "nodef"}) == {}
         assert adaptive_options({"name": "midre", "erase_scale": [0.1, 0.8], "erase_ratio": [1.0, 1.0]}) == {
-            "eot": 8, "erase_scale": [0.1, 0.8], "erase_ratio": [1.0, 1.0],
+            "eot": 4, "erase_scale": [0.1, 0.8], "erase_ratio": [1.0, 1.0],
         }
         assert adaptive_options({"name": "calor", "rank": 12, "ca_b": 4.0}) == {"bpda": True, "ca_target": round(math.exp(-0.25), 4)}
         forced = adaptive_options({"name": "nodef"}, force=True)
-        assert forced["eot"] == 8 and forced["erase_scale"] == [0.1, 0.4] and forced["bpda"] is True
+        assert forced["eot"] == 4 and forced["erase_scale"] == [0.1, 0.4] and forced["bpda"] is True
 
 
 # ----------------------------------------------------------------------------- EOT against erasing

@@ -25,7 +25,8 @@ identity loss aims at the CA optimum instead of 1).
 Class attributes every attack declares: :attr:`Attack.threat_model` (what the
 attacker sees: ``"white-box"``, ``"black-box"`` or ``"label-only"``),
 :attr:`Attack.uses_prior`, :attr:`Attack.in_portfolio` (``False`` keeps a slow
-attack out of ``verify``'s default portfolio; ``--attack NAME`` still runs it)
+attack out of ``verify``'s default portfolio; ``--attack NAME`` still runs it),
+:attr:`Attack.supports_adaptive` and :attr:`Attack.adaptive_in_portfolio`
 and :attr:`Attack.presets` (named option sets, e.g. ``"fast"``). An attack that
 counts queries writes ``result.config["queries"]``.
 
@@ -175,6 +176,8 @@ class Attack:
     in_portfolio: ClassVar[bool] = True
     #: Whether the engine's adaptive options (``eot``, ``bpda``, ``ca_target``) reach this attack's loop.
     supports_adaptive: ClassVar[bool] = False
+    #: Whether the default portfolio adds this attack's adaptive variant (``--attack NAME`` always does).
+    adaptive_in_portfolio: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
     #: Named option sets (``Attack(preset="fast")``); explicit options override them.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}

@@ -42,6 +42,9 @@ class MIFaceAttack(Attack):
     threat_model = "white-box"
     uses_prior = False
     supports_adaptive = True
+    # Pixel-space reconstructions of a deep target are adversarial noise; an EOT variant would cost
+    # eot x its 300 steps for little: the default portfolio adapts the prior-based attacks only.
+    adaptive_in_portfolio = False
     defaults = {"loss": "cross-entropy", "lr": 0.05, "steps": 300, "tv_weight": 0.05, "augment": "none"}
 
     def validate_extra(self) -> None:
