@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError, DataError
 from .classifier import Classifier
 from .evaluate import evaluate_attack
