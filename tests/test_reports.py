@@ -111,9 +111,10 @@ class TestComparison:
     def test_markdown_table(self):
         rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)], ["NoDef", "MIDRE"])
         lines = render_comparison_markdown(rows).splitlines()
-        assert lines[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ |"
-        assert lines[2] == "| NoDef | 95.0 | 60.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | – |"
-        assert lines[3] == "| MIDRE | 90.0 | 30.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | 6.00 |"
+        assert lines[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ | strongest attack |"
+        assert lines[2] == "| NoDef | 95.0 | 60.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | – | ppa |"
+        assert lines[3] == "| MIDRE | 90.0 | 30.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | 6.00 | ppa |"
+        assert lines[5] == "Each model is judged by its strongest attack; ± is the std over classes."
 
     def test_write_comparison(self, tmp_path):
         rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)])
