@@ -160,8 +160,9 @@ def train_classifier(
     head_lr_mult: float = 1.0,
     calor_lr: float | None = None,
     ca_epochs: int = 5,
-    ca_lr: float = 1e-4,
-    ca_params: str = "head",
+    ca_lr: float | None = None,
+    ca_params: str | None = None,
+    ca_optimizer: str = "default",
     ca_a: float = 1.0,
     ca_b: float = 8.0,
     head_activation: str = "tanh",
@@ -203,6 +204,10 @@ def train_classifier(
             start and at the end goes to ``result.extra`` (``head_regime_start``, ``head_regime``).
         ca_params: what the CA fine-tune trains: ``"head"`` (the low-rank head; the
             backbone is frozen in eval mode) or ``"all"`` (the authors' whole model).
+        ca_optimizer: ``"default"``: the CA stage uses ``optimizer`` and ``schedule`` at ``ca_lr``
+            (1e-4) on ``ca_params`` (``"head"``); ``"authors"``: the CALoR authors' stage 2, SGD
+            momentum 0.9 without Nesterov or weight decay, ``MultiStepLR`` x0.1 after epochs 3
+            and 4, ``ca_lr`` 2e-5 and ``ca_params`` ``"all"`` unless given (docs/calor.md).
         augment: preset name (``"none"``, ``"flip"``, ``"light"``, ``"strong"``,
             ``"digits"``) or a :class:`BatchAugment`.
         mean, std: input normalisation (default 0.5 per channel, as MIDRE's code).
@@ -238,6 +243,7 @@ def train_classifier(
         ca_epochs=ca_epochs,
         ca_lr=ca_lr,
         ca_params=ca_params,
+        ca_optimizer=ca_optimizer,
     )
     base_augment = get_augment(augment)
     channels = train.channels
@@ -299,8 +305,7 @@ def train_classifier(
             model.to(device)
             if channels_last:
                 model.to(memory_format=torch.channels_last)
-            optim = _make_optimizer(optimizer, _param_groups(model, stage), stage.lr, weight_decay)
-            sched = _make_schedule(schedule, optim, stage.epochs, _steps_per_epoch(len(train), batch_size))
+            optim, sched = _stage_optimizer(stage, optimizer, schedule, _param_groups(model, stage), weight_decay, len(train), batch_size)
             scaler = torch.amp.GradScaler(device.type, enabled=bool(amp) and _amp_dtype(device) == torch.float16)
             first_epoch = 1
             if saved is not None and stage_index == saved["stage"]:
@@ -574,6 +579,19 @@ def _param_groups(model: nn.Module, stage: Stage) -> list[dict[str, Any]]:
     base = [p for p in params if id(p) not in head_ids]
     head = [p for p in params if id(p) in head_ids]
     return [{"params": base, "lr": stage.lr}, {"params": head, "lr": stage.lr * stage.head_lr_mult}]
+
+
+def _stage_optimizer(
+    stage: Stage, optimizer: str, schedule: str, groups: list[dict[str, Any]], weight_decay: float, n: int, batch_size: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """The stage's fresh optimiser and its per-step schedule (the run's, or the stage's own ``"authors-sgd"``)."""
+    steps = _steps_per_epoch(n, batch_size)
+    if stage.optimizer == "authors-sgd":
+        # The CALoR authors' stage 2: plain SGD with momentum, MultiStepLR over epochs (stepped per batch here).
+        optim = torch.optim.SGD(groups, lr=stage.lr, momentum=0.9, nesterov=False, weight_decay=0.0)
+        return optim, torch.optim.lr_scheduler.MultiStepLR(optim, [m * steps for m in stage.milestones], gamma=0.1)
+    optim = _make_optimizer(optimizer, groups, stage.lr, weight_decay)
+    return optim, _make_schedule(schedule, optim, stage.epochs, steps)
 
 
 def _make_optimizer(kind: str, groups: list[dict[str, Any]], lr: float, weight_decay: float) -> torch.optim.Optimizer:
