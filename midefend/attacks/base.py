@@ -471,11 +471,13 @@ class Attack:
 
     def cost(self, num_classes: int) -> dict[str, int]:
         """What a run over ``num_classes`` classes costs, in images through the target: ``optimisation``
-        (forward and backward), ``selection`` and ``init`` (forward only), and ``kept`` reconstructions."""
+        (forward and backward; ``renders`` of them also through the prior, once per step), ``selection``
+        and ``init`` (forward only), and ``kept`` reconstructions."""
         o = self.options
         n = num_classes * o["candidates"]
         return {
             "optimisation": n * o["steps"] * max(1, o["eot"]),
+            "renders": n * o["steps"],
             "selection": n * (o["selection_augs"] + 1),
             "init": 0,
             "kept": num_classes * o["per_class"],
