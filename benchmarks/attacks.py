@@ -100,6 +100,17 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
     return summary
 
 
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from runs of disjoint ``--only`` targets: their targets in TARGETS order, the first run's
+    settings, every command, the first start load and the last end load."""
+    merged = dict(summaries[0])
+    blocks = {label: block for s in summaries for label, block in s["targets"].items()}
+    merged["targets"] = {label: blocks[label] for label in TARGETS if label in blocks}
+    merged["command"] = "\n".join(s["command"] for s in summaries)
+    merged["load_end"] = summaries[-1].get("load_end", merged.get("load_end"))
+    return merged
+
+
 def adaptive_effects(block: dict[str, Any]) -> list[str]:
     """One line per adaptive row: its attack accuracy against the same attack without adaptation."""
     rows = {r["name"]: r for r in block["rows"]}
@@ -172,7 +183,20 @@ def main() -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--report-only", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="rewrite the Markdown section and results/attacks.json from saved summaries (several: runs of "
+                        "--only targets in parallel, merged in TARGETS order), computing nothing")  # fmt: skip
     args = parser.parse_args()
+    if args.report_only is not None:
+        summary = merge_summaries([json.loads(p.read_text()) for p in args.report_only])
+        if args.note:
+            summary["note"] = args.note
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        tmp = args.results_dir / "attacks.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, args.results_dir / "attacks.json")
+        replace_section(args.results_md, START, END, markdown(summary))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
 
