@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -129,9 +130,10 @@ def run(name: str, settings: dict[str, Any], work, out: Path, resume: bool) -> d
         if record["settings"] == settings:
             print(f"  reuse {name}", flush=True)
             return record["result"]
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     result = work()
     result["seconds"] = round(time.perf_counter() - started, 1)
+    result["load_average"] = [round(load, 1), round(os.getloadavg()[0], 1)]  # at start and end of this record's work
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"settings": settings, "result": result}, indent=1))
     os.replace(tmp, path)
@@ -148,7 +150,7 @@ def fmt_row(name: str, what: str, r: dict[str, Any]) -> str:
 
 
 HEADER = (
-    "| run | recipe | test acc | train p_y | tanh' at start | pre-act RMS | saturated | mean slope | input grad | PPA acc@1 | target acc on recon |\n"
+    "| run | recipe | test acc | train p_y | slope at start | pre-act RMS | saturated | mean slope | input grad | PPA acc@1 | target acc on recon |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
@@ -166,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=HERE / "out" / "calor_regime")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--note", default="", help="a sentence added under the header (e.g. the load while reused records were made)")
     args = parser.parse_args(argv)
     if not os.environ.get("MIDEFEND_ORL_DIR"):
         parser.error("ORL needs MIDEFEND_ORL_DIR (e.g. ../shared/data/orl_faces)")
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "## CALoR's head regime on ORL (`benchmarks/calor_regime.py`)",
         "",
         "Written by the script. Command: `MIDEFEND_ORL_DIR=../shared/data/orl_faces python benchmarks/calor_regime.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]) + "`",
+        + shlex.join(argv if argv is not None else sys.argv[1:]) + "`",
         "",
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s); "
         f"{time.strftime('%Y-%m-%d %H:%M')}; wall {(time.perf_counter() - started) / 60:.1f} min this invocation "
@@ -211,10 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Every run starts from the same NoDef backbone (`midefend/resnet_small`, 60 epochs), rank 16, CA `a=1, b=8` "
         "(optimum p_y = exp(-1/8) = 0.882); one seed. Regime columns are on the 280 training images in eval mode "
-        "(pre-activation RMS of z, fraction of |z| > 2, mean tanh'(z)); 'tanh' at start' is the mean slope right after the "
-        "warm start. Input grad: mean ||d Poincaré loss / d x|| over the 120 test images (pixel space). "
-        f"PPA: {json.dumps(attack)} on classes {args.classes} ({_count(args.classes)} identities), judged by the "
-        "evaluation model; a small budget, so compare rows, not absolute numbers with the reproduction.",
+        "(pre-activation RMS of z, fraction of |z| > 2, mean tanh'(z)); 'slope at start' is the mean slope right after the "
+        "warm start (the activation's own slope for other activations). Input grad: mean ||d Poincaré loss / d x|| over the 120 test images (pixel space). "
+        + (f"PPA: {json.dumps(attack)} on classes {args.classes} ({_count(args.classes)} identities), judged by the "
+         "evaluation model; a small budget, so compare rows, not absolute numbers with the reproduction."
+         if args.eval is not None else "PPA: **not run** in this invocation (no `--eval` evaluation model), so the attack columns are empty."),
+        *([args.note] if args.note else []),
         "",
         "### Candidates",
         "",
