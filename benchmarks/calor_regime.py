@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shlex
 import sys
 import time
@@ -38,6 +37,9 @@ from typing import Any
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from markdown_section import replace_section  # noqa: E402
 
 def recipe(**overrides: Any) -> dict[str, Any]:
     """Every CALoR setting a candidate may change, spelled out (library defaults move; records must not).
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     lines.append(MARKERS[1])
-    write_section(args.results_md, "\n".join(lines))
+    replace_section(args.results_md, *MARKERS, lines)
     print(f"wrote the calor-regime section of {args.results_md}")
     return 0
 
@@ -249,15 +251,6 @@ def _count(classes: str) -> int:
     from midefend.evaluation.verify import parse_classes
 
     return len(parse_classes(classes, 40))
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(MARKERS[0]) + r".*?" + re.escape(MARKERS[1]), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

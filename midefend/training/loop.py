@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from ..data.datasets import ClassificationData
 from ..defenses.head_regime import regime_record
-from ..defenses._checks import check_positive_real
+from .._validate import check_positive_real
 from ..defenses.heads import ACTIVATIONS
 from ..io.checkpoints import _check_device as check_device
 from ..errors import ConfigError, DataError
