@@ -46,7 +46,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def attack_once(target_path: Path, attack: str, options: dict[str, Any], out: Path, threads: int) -> tuple[Any, dict[str, Any]]:
+def attack_once(target_path: Path, attack: str, options: dict[str, Any], out: Path, threads: int, classes: list[int] | None) -> tuple[Any, dict[str, Any]]:
     """Run (or, with the per-class results in ``out``, reload) one attack; the record of what it cost."""
     from midefend.attacks import load_face_prior, run_attack
     from midefend.evaluation import Classifier
@@ -55,10 +55,10 @@ def attack_once(target_path: Path, attack: str, options: dict[str, Any], out: Pa
     target = Classifier.from_checkpoint(load_checkpoint(target_path), name=target_path.stem)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    result = run_attack(attack, target, load_face_prior(), out_dir=out, resume=True, seed=0, **options)
+    result = run_attack(attack, target, load_face_prior(), classes=classes, out_dir=out, resume=True, seed=0, **options)
     images, labels = result.flat()
     record = {
-        "target": target_path.stem, "attack": attack, "options": options,
+        "target": target_path.stem, "attack": attack, "options": options, "classes": len(result.classes),
         "threat_model": result.config.get("threat_model", "white-box"),
         "target_acc": float((target.predict(images).argmax(1) == labels).float().mean()),
         "queries": result.config.get("queries"), "attack_seconds": round(result.seconds, 1), "gan": result.config.get("conditional_gan"),
@@ -87,7 +87,7 @@ def markdown(records: list[dict[str, Any]], args: argparse.Namespace) -> list[st
         START,
         "## More attacks: PLG-MI, NES (black-box), BREP-MI (label-only) beside PPA (`benchmarks/more_attacks.py`)",
         "",
-        "Written by the script from one run: ORL, 40 identities, face-GAN prior, seed 0, evaluation model "
+        f"Written by the script from one run: ORL, classes {args.classes} of 40, face-GAN prior, seed 0, evaluation model "
         f"`{Path(args.eval_model).stem}`; budget `{args.budget}` ({json.dumps(BUDGETS[args.budget])}). "
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
         f"{time.strftime('%Y-%m-%d %H:%M')} UTC.",
@@ -98,8 +98,8 @@ def markdown(records: list[dict[str, Any]], args: argparse.Namespace) -> list[st
         "conditional-GAN stage (given apart: trained, or read from the cache). Load: the 1-minute load average before / "
         "after the run on the shared 2-core machine (wall times grow with it).",
         "",
-        "| target | attack | threat model | AttAcc@1 | AttAcc@5 | target acc | queries | time (min) | load |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| target | attack | threat model | classes | AttAcc@1 | AttAcc@5 | target acc | queries | time (min) | load |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in records:
         gan = r.get("gan")
@@ -109,7 +109,7 @@ def markdown(records: list[dict[str, Any]], args: argparse.Namespace) -> list[st
         queries = f"{r['queries']:,}" if r.get("queries") is not None else "–"
         target_acc = f"{100 * r['target_acc']:.1f}" if r.get("target_acc") is not None else "–"
         lines.append(
-            f"| {r['target']} | {r['attack']} | {r['threat_model']} | {acc[0]} | {acc[1]} | "
+            f"| {r['target']} | {r['attack']} | {r['threat_model']} | {r['classes']} | {acc[0]} | {acc[1]} | "
             f"{target_acc} | {queries} | {minutes:.1f}{extra} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
         )
     return lines + ["", END]
@@ -137,6 +137,7 @@ def main() -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/out/more_attacks"))
     parser.add_argument("--results-md", type=Path, default=Path("benchmarks/RESULTS.md"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--classes", default="all", help="'all' (the 40 identities) or a range such as 0-9 (a cheaper run)")
     parser.add_argument("--resume", action="store_true", help="reuse finished runs of --out-dir/records")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -145,6 +146,9 @@ def main() -> int:
     os.environ.setdefault("MIDEFEND_CACHE", str(args.out_dir / "cache"))  # the PLG GAN, reused by --resume
     args.eval_model = args.eval_model or str(args.targets_dir / "orl-eval.safetensors")
     evaluator = Path(args.eval_model)
+    from midefend.evaluation.verify import parse_classes
+
+    classes = None if args.classes == "all" else parse_classes(args.classes, 40)
     records_dir = args.out_dir / "records"
     records_dir.mkdir(parents=True, exist_ok=True)
     records = []
@@ -155,11 +159,11 @@ def main() -> int:
             continue
         for attack in args.attacks.split(","):
             options = BUDGETS[args.budget][attack]
-            record_path = records_dir / f"{target}-{attack}-{args.budget}.json"
+            record_path = records_dir / f"{target}-{attack}-{args.budget}-{args.classes}.json"
             record = json.loads(record_path.read_text()) if args.resume and record_path.is_file() else None
             if record is None or (record.get("acc1") is None and evaluator.is_file()):
                 print(f"{target} / {attack} ...", flush=True)
-                result, fresh = attack_once(path, attack, options, args.out_dir / f"{target}-{attack}-{args.budget}", args.threads)
+                result, fresh = attack_once(path, attack, options, args.out_dir / f"{target}-{attack}-{args.budget}-{args.classes}", args.threads, classes)
                 record = record or fresh  # a reloaded run keeps the time of the run that computed it
                 if evaluator.is_file():
                     record.update(evaluate(result, path, evaluator))
