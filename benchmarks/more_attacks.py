@@ -14,7 +14,7 @@ run: the machine is shared, so wall times are only comparable within a run.
         --targets-dir /work/targets --targets orl-nodef,orl-midre-0.8,orl-calor --budget fast
 
 ``--budget default`` runs every attack with its defaults; ``--budget fast``
-with the documented faster settings (:data:`BUDGETS`). Each finished run is
+with its documented ``"fast"`` preset. Each finished run is
 kept in ``--out-dir/records/`` and reused by ``--resume``. The Markdown table
 goes between the ``more-attacks`` markers of ``--results-md``.
 """
@@ -34,19 +34,11 @@ import torch
 
 START, END = "<!-- more-attacks:start -->", "<!-- more-attacks:end -->"
 
-#: Attack settings per budget ("default": each attack's own defaults).
-BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    "default": {"ppa": {}, "plg": {}, "nes": {}, "brep": {}},
-    "fast": {
-        "ppa": {"steps": 50, "init_pool": 500},
-        "plg": {"steps": 50, "gan_steps": 150, "public_samples": 2000},
-        "nes": {"steps": 10, "init_pool": 1000},
-        "brep": {"steps": 10, "init_queries": 256},
-    },
-}
+#: The attack preset of each budget: "default" — each attack's defaults; "fast" — each attack's "fast" preset.
+BUDGETS: dict[str, str | None] = {"default": None, "fast": "fast"}
 
 
-def attack_once(target_path: Path, attack: str, options: dict[str, Any], out: Path, threads: int, classes: list[int] | None) -> tuple[Any, dict[str, Any]]:
+def attack_once(target_path: Path, attack: str, preset: str | None, out: Path, threads: int, classes: list[int] | None) -> tuple[Any, dict[str, Any]]:
     """Run (or, with the per-class results in ``out``, reload) one attack; the record of what it cost."""
     from midefend.attacks import load_face_prior, run_attack
     from midefend.evaluation import Classifier
@@ -55,10 +47,10 @@ def attack_once(target_path: Path, attack: str, options: dict[str, Any], out: Pa
     target = Classifier.from_checkpoint(load_checkpoint(target_path), name=target_path.stem)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    result = run_attack(attack, target, load_face_prior(), classes=classes, out_dir=out, resume=True, seed=0, **options)
+    result = run_attack(attack, target, load_face_prior(), classes=classes, out_dir=out, resume=True, seed=0, preset=preset)
     images, labels = result.flat()
     record = {
-        "target": target_path.stem, "attack": attack, "options": options, "classes": len(result.classes),
+        "target": target_path.stem, "attack": attack, "preset": preset, "classes": len(result.classes),
         "threat_model": result.config.get("threat_model", "white-box"),
         "target_acc": float((target.predict(images).argmax(1) == labels).float().mean()),
         "queries": result.config.get("queries"), "attack_seconds": round(result.seconds, 1), "gan": result.config.get("conditional_gan"),
@@ -88,7 +80,8 @@ def markdown(records: list[dict[str, Any]], args: argparse.Namespace) -> list[st
         "## More attacks: PLG-MI, NES (black-box), BREP-MI (label-only) beside PPA (`benchmarks/more_attacks.py`)",
         "",
         f"Written by the script from one run: ORL, classes {args.classes} of 40, face-GAN prior, seed 0, evaluation model "
-        f"`{Path(args.eval_model).stem}`; budget `{args.budget}` ({json.dumps(BUDGETS[args.budget])}). "
+        f"`{Path(args.eval_model).stem}`; each attack's {'defaults' if BUDGETS[args.budget] is None else repr(BUDGETS[args.budget]) + ' preset'} "
+        "(settings: `docs/attacks.md` and each attack's docstring). "
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
         f"{time.strftime('%Y-%m-%d %H:%M')} UTC.",
         "",
@@ -158,12 +151,12 @@ def main() -> int:
             print(f"skipping {target}: {path} does not exist", file=sys.stderr)
             continue
         for attack in args.attacks.split(","):
-            options = BUDGETS[args.budget][attack]
+            preset = BUDGETS[args.budget]
             record_path = records_dir / f"{target}-{attack}-{args.budget}-{args.classes}.json"
             record = json.loads(record_path.read_text()) if args.resume and record_path.is_file() else None
             if record is None or (record.get("acc1") is None and evaluator.is_file()):
                 print(f"{target} / {attack} ...", flush=True)
-                result, fresh = attack_once(path, attack, options, args.out_dir / f"{target}-{attack}-{args.budget}-{args.classes}", args.threads, classes)
+                result, fresh = attack_once(path, attack, preset, args.out_dir / f"{target}-{attack}-{args.budget}-{args.classes}", args.threads, classes)
                 record = record or fresh  # a reloaded run keeps the time of the run that computed it
                 if evaluator.is_file():
                     record.update(evaluate(result, path, evaluator))

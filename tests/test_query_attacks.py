@@ -121,7 +121,8 @@ class TestOracle:
 
 # ---------------------------------------------------------------------- NES (black-box)
 
-NES_KW = {"per_class": 2, "candidates": 2, "steps": 30, "init_pool": 100, "samples": 5, "augment": "crop", "precision": "fp32", "seed": 0}
+NES_KW = {"per_class": 2, "candidates": 2, "steps": 60, "lr": 0.2, "init_pool": 100, "samples": 5, "augment": "crop", "precision": "fp32", "seed": 0}
+DRAWABLE = [0, 3, 4]  # the digits the public prior (trained on 5-9) can be steered to; 1 and 2 it cannot
 
 
 class TestNES:
@@ -129,25 +130,24 @@ class TestNES:
         with pytest.raises(RuntimeError, match="refuses gradients"):  # a gradient attack cannot run on it
             run_attack("ppa", wrap(Counting(tiny.target.model, no_backward=True), tiny.target), tiny.prior, classes=[0], per_class=1, steps=1, init_pool=4)
         guarded = Counting(tiny.target.model, no_backward=True)
-        result = run_attack("nes", wrap(guarded, tiny.target), tiny.prior, **NES_KW)
+        result = run_attack("nes", wrap(guarded, tiny.target), tiny.prior, classes=DRAWABLE, **NES_KW)
         images, labels = result.flat()
-        # Measured: 0.5 / 0.5 with the real target and the independent evaluator (chance 0.2;
-        # PPA with gradients reaches 0.6 on this fixture: the prior cannot draw every private digit).
-        assert attack_accuracy(tiny.target.predict(images), labels).mean >= 0.5
-        assert attack_accuracy(tiny.eval.predict(images), labels).mean >= 0.4
+        # Measured: 1.0 with the real target, 0.67 with the independent evaluator (chance 0.2).
+        assert attack_accuracy(tiny.target.predict(images), labels).mean >= 0.8
+        assert attack_accuracy(tiny.eval.predict(images), labels).mean >= 0.5
         # Every image the target saw is a counted query, except the engine's class count (1)
-        # and the report's confidence on the 5 × 2 final images.
-        assert guarded.images == result.config["queries"] + 1 + 10
-        assert result.config["queries_per_class"] == [5 * 2 * 2 * 30 + 2] * 5 and result.config["queries_shared"] == 100
+        # and the report's confidence on the 3 × 2 final images.
+        assert guarded.images == result.config["queries"] + 1 + 6
+        assert result.config["queries_per_class"] == [5 * 2 * 2 * 60 + 2] * 3 and result.config["queries_shared"] == 100
 
     def test_fails_without_class_signal(self, tiny):
         constant = wrap(Constant(torch.tensor([[0.3, 0.1, -0.2, 0.0, 0.5]])), tiny.target)
-        result = run_attack("nes", constant, tiny.prior, **NES_KW)
+        result = run_attack("nes", constant, tiny.prior, classes=DRAWABLE, **NES_KW)
         # No signal: every estimated gradient is exactly zero, nothing moves, and all classes keep
-        # the same (tied) pool latents — so the real target gives them all one label: chance.
-        assert all(torch.equal(result.images[0], result.images[c]) for c in range(5))
+        # the same (tied) pool latents; an image can then be right for one class at most.
+        assert all(torch.equal(result.images[0], result.images[c]) for c in range(3))
         images, labels = result.flat()
-        assert attack_accuracy(tiny.target.predict(images), labels).mean <= 0.2
+        assert attack_accuracy(tiny.target.predict(images), labels).mean <= 1 / 3
 
     def test_query_budget_is_respected_exactly(self, tiny):
         result = run_attack("nes", tiny.target, tiny.prior, classes=[1, 3], **{**NES_KW, "query_budget": 250})

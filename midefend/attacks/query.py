@@ -69,7 +69,7 @@ class QueryAttack(LatentAttack):
         accounts: torch.Tensor,
         aug: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Render ``latents`` (optionally augmented by ``aug (B, 4)``) and query them, in slices of ``max_batch``."""
+        """Render ``latents`` (optionally augmented by ``aug (B, NUM_PARAMS)``, see :mod:`~midefend.attacks.augment`) and query them, in slices of ``max_batch``."""
         answers = []
         step = self.options["max_batch"]
         for start in range(0, latents.shape[0], step):
@@ -101,7 +101,6 @@ class QueryAttack(LatentAttack):
         result.config["queries"] = self._query_log.shared + sum(per_class) if None not in per_class else None
         result.config["queries_shared"] = self._query_log.shared
         result.config["queries_per_class"] = per_class
-        result.config["threat_model"] = self.threat_model
         return result
 
     def _attack_chunk(self, ctx: _Context, chunk: list[int], advance: Any) -> tuple[torch.Tensor, torch.Tensor]:
