@@ -226,8 +226,7 @@ class TestBREP:
     @pytest.mark.parametrize(
         "options,message",
         [
-            ({"candidates": 8}, r"brep keeps every candidate \(ordered by radius\): candidates must equal per_class"),
-            ({"init_pool": 10}, r"leave init_pool and augment unset"),
+            ({"init_pool": 10}, r"brep draws its own starting latents: leave init_pool at 0"),
             ({"growth": 0.5}, r"growth must be a number >= 1, got 0.5"),
             ({"query_budget": 10}, r"query_budget \(10\) must cover init_queries \(512\)"),
         ],

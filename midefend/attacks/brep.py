@@ -18,9 +18,12 @@ The attacker sees only the target's top-1 label (an
    keeps the move only if the target still labels the new point ``y`` (one
    more query). When every point of the sphere is inside the class, the
    sphere grows: ``R ← min(R · growth, max_radius)``.
-3. The ``per_class`` candidates are ordered by their final radius (a larger
-   sphere fitted inside the class = farther from every boundary), the only
-   confidence a label-only attacker can measure.
+3. The ``per_class`` candidates with the largest final radius are kept,
+   largest first (a larger sphere fitted inside the class = farther from
+   every boundary), the only confidence a label-only attacker can measure.
+
+It queries the images as rendered: the ``augment`` and ``loss`` options of
+the other attacks have no effect here.
 
 Everything the attack decides depends only on labels: two targets with the
 same argmax give the same reconstructions under one seed.
@@ -87,10 +90,8 @@ class BREPAttack(QueryAttack):
             raise ConfigError(f"growth must be a number >= 1, got {o['growth']!r}")
         if o["init_batch"] < o["candidates"]:
             raise ConfigError(f"init_batch must be >= candidates ({o['candidates']}), got {o['init_batch']}")
-        if o["candidates"] != o["per_class"]:
-            raise ConfigError("brep keeps every candidate (ordered by radius): candidates must equal per_class")
-        if o["init_pool"] != 0 or o["augment"] != "none":
-            raise ConfigError("brep draws its own starting latents and queries without augmentation: leave init_pool and augment unset")
+        if o["init_pool"] != 0:
+            raise ConfigError("brep draws its own starting latents: leave init_pool at 0")
         budget = o["query_budget"]
         if budget is not None and budget < o["init_queries"]:
             raise ConfigError(f"query_budget ({budget}) must cover init_queries ({o['init_queries']})")
@@ -133,7 +134,7 @@ class BREPAttack(QueryAttack):
                 kept = self.ask(ctx, oracle, proposal, owners[movers]) == targets[movers]
                 z[movers[kept]] = proposal[kept]
             advance(1)
-        order = radius.view(n, k).argsort(dim=1, descending=True, stable=True)
+        order = radius.view(n, k).argsort(dim=1, descending=True, stable=True)[:, : o["per_class"]]
         return z.view(n, k, d)[torch.arange(n)[:, None], order]
 
     @staticmethod

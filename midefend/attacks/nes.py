@@ -18,7 +18,8 @@ difference. Mirror's black-box variant (An et al., 2022) searches the same
 kind of latent space with a genetic algorithm; NES spends the same queries on
 a gradient estimate.
 
-Queries: a shared pool of ``init_pool`` random latents is scored once
+The objective is fixed (the ``loss`` option of the gradient attacks has no
+effect here). Queries: a shared pool of ``init_pool`` random latents is scored once
 (each class starts from its ``candidates`` best, as in PPA); then per class
 ``steps · candidates · 2 · samples`` for the search and ``candidates ·
 (selection_augs + 1)`` for the final choice (skipped when ``candidates ==
