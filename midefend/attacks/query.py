@@ -29,7 +29,7 @@ import torch
 from ..errors import AttackError, ConfigError
 from ..evaluation.classifier import Classifier
 from .augment import apply_params
-from .base import AttackResult, LatentAttack, _Context
+from .base import AttackResult, LatentAttack, _Context, class_seed
 from .oracle import Oracle
 from .priors import GenerativePrior
 
@@ -104,8 +104,6 @@ class QueryAttack(LatentAttack):
         return result
 
     def _attack_chunk(self, ctx: _Context, chunk: list[int], advance: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        from .base import class_seed
-
         gens = [torch.Generator().manual_seed(class_seed(self.options["seed"], c)) for c in chunk]
         oracle = Oracle(ctx.target, output=self.oracle_output, budget=self.options["query_budget"], accounts=len(chunk), autocast=ctx.autocast)
         latents = self.search(ctx, oracle, chunk, gens, advance)
