@@ -91,6 +91,24 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     return value
 
 
+def check_device(device: Any) -> torch.device:
+    """A ``torch.device`` that exists here: checked before anything is read or built."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError, OverflowError):  # an int index beyond int64 is a ValueError
+        raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+    if device.type == "cuda" and not _cuda_available():
+        raise ConfigError(f"device {str(device)!r} is not available (no CUDA device found)")
+    return device
+
+
+def _cuda_available() -> bool:
+    try:
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - a CUDA build without a driver raises on the query
+        return False
+
+
 def describe(value: Any) -> str:
     """What a bad argument was, for a message: dtype and shape of a tensor, else type and repr."""
     if isinstance(value, torch.Tensor):

@@ -79,8 +79,11 @@ def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any
 
 
 def _load_builtin() -> None:
-    # midefend's own small networks register themselves on import.
-    from . import nets  # noqa: F401
+    # midefend's own small networks, registered on first use (nets imports nothing from here)
+    from .nets import BUILTIN_ARCHITECTURES
+
+    for name, fn in BUILTIN_ARCHITECTURES.items():
+        _REGISTRY.setdefault(name, fn)
 
 
 __all__ = ["build_model", "list_architectures", "register_architecture", "split_arch"]

@@ -44,11 +44,12 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from ..errors import AttackError, ConfigError
-from ..evaluation.classifier import Classifier
+from ..models.classifier import Classifier
 from ._progress import progress_bar
 from .augment import apply_params, draw_params, policy
 from .losses import get_identity_loss
-from .priors import GenerativePrior, adapt_images
+from ..models.images import adapt_images
+from .priors import GenerativePrior
 
 _STATE_FILE = "attack.json"
 _PRECISIONS = ("auto", "fp32", "bf16")

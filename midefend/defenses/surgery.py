@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..models.wrappers import unwrap_model
 from ..errors import AlreadyHardenedError, ConfigError, HardenError, HeadNotFoundError
 from ._checks import check_bool, check_positive_int, check_positive_real, describe
 from .head_locations import find_head_paths
@@ -95,17 +96,6 @@ class HardenReport:
         return "\n".join(lines)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module that owns the parameters under ``torch.compile`` (``_orig_mod``) and DDP/DataParallel (``module``)."""
-    while True:
-        if isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        else:
-            return model
-
-
 def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
@@ -131,7 +121,7 @@ def check_hardened(model: nn.Module) -> dict[str, dict[str, Any]]:
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {describe(model)}")
-    root = _unwrap(model)
+    root = unwrap_model(model)
     return {name: module.config() for name, module in root.named_modules() if isinstance(module, LowRankTanhHead)}
 
 
@@ -249,7 +239,7 @@ def harden(
     check_positive_real("linear_range", linear_range)
     batches = _calibration_batches(calibration) if calibration is not None else []
 
-    root = _unwrap(model)
+    root = unwrap_model(model)
     name = type(root).__name__
     paths = find_head_paths(root, head)
     existing = check_hardened(root)
@@ -264,7 +254,7 @@ def harden(
 
     if copy:
         model = copy_module.deepcopy(model)
-        root = _unwrap(model)
+        root = unwrap_model(model)
         plan = {path: root.get_submodule(path) for path in plan}
 
     features: dict[str, torch.Tensor] = {}
@@ -321,7 +311,7 @@ def check_harden_rank(model: nn.Module, rank: int, head: str | Sequence[str] | N
     Lets a training run refuse a bad rank before hours of pre-training instead of after.
     """
     rank = check_positive_int("rank", rank)
-    root = _unwrap(model)
+    root = unwrap_model(model)
     for path in find_head_paths(root, head):
         _checked_head(root, type(root).__name__, path, rank, "random")
 

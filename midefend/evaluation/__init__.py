@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-from .classifier import Classifier as Classifier
+from ..models.classifier import Classifier as Classifier
 from .evaluate import evaluate_attack as evaluate_attack
 from .evaluate import natural_accuracy as natural_accuracy
-from .features import extract_features as extract_features
+from ..models.features import extract_features as extract_features
 from .metrics import AccuracyStat as AccuracyStat
 from .metrics import accuracy as accuracy
 from .metrics import attack_accuracy as attack_accuracy

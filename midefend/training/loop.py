@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.datasets import ClassificationData
-from ..io.checkpoints import _check_device as check_device
+from .._validate import check_device
 from ..errors import ConfigError, DataError
 from .augment import BatchAugment, get_augment
 from .progress import TrainingProgress
