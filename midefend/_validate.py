@@ -87,7 +87,7 @@ def check_bool(name: str, value: Any) -> bool:
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
-        raise fail(name, f"one of {', '.join(repr(c) for c in choices)}", value)
+        raise fail(name, f"one of {', '.join(choices)}", value)
     return value
 
 

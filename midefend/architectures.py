@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from ._validate import check_positive_int
 from .errors import ConfigError
 
 _SOURCES = ("timm", "torchvision", "midefend")
@@ -54,8 +55,7 @@ def split_arch(arch: str) -> tuple[str, str]:
 
 def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """Create an untrained model (no weights are ever downloaded)."""
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_positive_int("num_classes", num_classes)
     source, name = split_arch(arch)
     if source == "timm":
         import timm

@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
+from .._validate import check_positive_int, check_positive_real
 from ..errors import AttackError, ConfigError
 from ..models.classifier import Classifier
 from ._progress import progress_bar
@@ -172,8 +173,7 @@ class Attack:
     def _validate(self) -> None:
         o = self.options
         for key in ("per_class", "candidates", "steps", "max_batch"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {o[key]!r}")
+            check_positive_int(key, o[key])
         if not isinstance(o["selection_augs"], int) or isinstance(o["selection_augs"], bool) or o["selection_augs"] < 0:
             raise ConfigError(f"selection_augs must be a non-negative integer, got {o['selection_augs']!r}")
         if not isinstance(o["seed"], int) or isinstance(o["seed"], bool) or not 0 <= o["seed"] < 2**63:
@@ -183,8 +183,7 @@ class Attack:
             raise ConfigError(f"candidates must be >= per_class ({o['per_class']}), got {o['candidates']!r}")
         if o["class_batch"] is not None and (not isinstance(o["class_batch"], int) or o["class_batch"] < 1):
             raise ConfigError(f"class_batch must be a positive integer or None, got {o['class_batch']!r}")
-        if not (isinstance(o["lr"], (int, float)) and o["lr"] > 0 and math.isfinite(o["lr"])):
-            raise ConfigError(f"lr must be a positive number, got {o['lr']!r}")
+        check_positive_real("lr", o["lr"])
         get_identity_loss(o["loss"])
         policy(o["augment"])
         if o["precision"] not in _PRECISIONS:

@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from .._validate import check_positive_int
 from ..errors import AttackError, CheckpointError, ConfigError
 from ..models.images import adapt_images
 
@@ -64,8 +64,7 @@ class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100, channels: int = 3, width: int = 64, image_size: int = 64) -> None:
         super().__init__()
         for name, value in (("latent_dim", latent_dim), ("channels", channels), ("width", width)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         ups = _num_upsamplings(image_size)
         self.latent_dim, self.channels, self.width, self.image_size = latent_dim, channels, width, image_size
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]  # e.g. [8w, 4w, 2w, w]

@@ -17,7 +17,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ._common import app, console, handle_errors
 
-_AttackOpt = Annotated[str, typer.Option("--attack", help="Attack: ppa, gmi or miface (see midefend.list_attacks()).")]
+_AttackOpt = Annotated[str, typer.Option("--attack", help="Attack: ppa, gmi or miface (see midefend.attacks.list_attacks()).")]
 _PriorOpt = Annotated[str, typer.Option("--prior", help="'face-gan' (pip install --no-deps gan-face-generate) or a prior .safetensors.")]
 _ClassesOpt = Annotated[str, typer.Option("--classes", help="'all', a range '0-9' or a list '1,4,7'.")]
 _PerClassOpt = Annotated[int, typer.Option("--per-class", help="Reconstructions kept per class.")]

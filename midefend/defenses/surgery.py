@@ -34,12 +34,13 @@ import torch
 import torch.nn as nn
 
 from ..models.wrappers import unwrap_model
+from .._validate import check_choice
 from ..errors import AlreadyHardenedError, ConfigError, HardenError, HeadNotFoundError
 from ._checks import check_bool, check_positive_int, check_positive_real, describe
 from .head_locations import find_head_paths
 from .heads import ACTIVATIONS, LowRankTanhHead
 
-__all__ = ["harden", "check_hardened", "check_harden_rank", "HardenReport", "HeadReplacement", "HARDENING_ATTR"]
+__all__ = ["harden", "check_hardened", "hardened_heads", "check_harden_rank", "HardenReport", "HeadReplacement", "HARDENING_ATTR"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,20 +110,36 @@ def _get_head(model: nn.Module, path: str) -> nn.Module:
         raise HeadNotFoundError(f"{type(model).__name__} has no submodule {path!r} to harden") from None
 
 
-def check_hardened(model: nn.Module) -> dict[str, dict[str, Any]]:
+def hardened_heads(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Every :class:`LowRankTanhHead` in ``model``: ``{dotted path: head.config()}``, empty when not hardened.
 
     Paths are relative to the unwrapped model (no ``_orig_mod.`` or ``module.``
     prefix), as ``harden`` records them.
 
     >>> import torch.nn as nn
-    >>> check_hardened(nn.Sequential(nn.Linear(8, 4)))
+    >>> hardened_heads(nn.Sequential(nn.Linear(8, 4)))
     {}
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {describe(model)}")
     root = unwrap_model(model)
     return {name: module.config() for name, module in root.named_modules() if isinstance(module, LowRankTanhHead)}
+
+
+def check_hardened(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Like the other ``check_*`` functions: :func:`hardened_heads` of a hardened ``model``, and a
+    :class:`~midefend.errors.HardenError` when it has no :class:`LowRankTanhHead`.
+
+    >>> import torch.nn as nn
+    >>> check_hardened(nn.Sequential(nn.Linear(8, 4)))
+    Traceback (most recent call last):
+    ...
+    midefend.errors.HardenError: Sequential is not hardened: it has no LowRankTanhHead (use midefend.harden)
+    """
+    heads = hardened_heads(model)
+    if not heads:
+        raise HardenError(f"{type(unwrap_model(model)).__name__} is not hardened: it has no LowRankTanhHead (use midefend.harden)")
+    return heads
 
 
 def _calibration_batches(calibration: Any) -> list[torch.Tensor]:
@@ -228,13 +245,11 @@ def harden(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {describe(model)}")
     rank = check_positive_int("rank", rank)
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    check_choice("activation", activation, sorted(ACTIVATIONS))
     check_bool("norm", norm)
     check_bool("copy", copy)
     check_bool("allow_rehardening", allow_rehardening)
-    if init not in _INITS:
-        raise ConfigError(f"init must be one of {', '.join(_INITS)}, got {init!r}")
+    check_choice("init", init, _INITS)
 
     check_positive_real("linear_range", linear_range)
     batches = _calibration_batches(calibration) if calibration is not None else []
@@ -242,7 +257,7 @@ def harden(
     root = unwrap_model(model)
     name = type(root).__name__
     paths = find_head_paths(root, head)
-    existing = check_hardened(root)
+    existing = hardened_heads(root)
     if existing and not allow_rehardening:
         raise AlreadyHardenedError(
             f"{name} is already hardened (LowRankTanhHead at {', '.join(existing)}); "

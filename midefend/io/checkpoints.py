@@ -41,7 +41,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .._validate import check_device
+from .._validate import check_bool, check_device
 from ..errors import CheckpointError, ConfigError, MidefendError
 from ..models.wrappers import unwrap_model
 from .atomic import atomic_write
@@ -222,8 +222,7 @@ def load_checkpoint(
         ConfigError: ``device`` is invalid or not available.
     """
     device = _check_device(device)
-    if allow_pickle is not True and allow_pickle is not False:
-        raise ConfigError(f"allow_pickle must be True or False, got {allow_pickle!r}")
+    check_bool("allow_pickle", allow_pickle)
     name = str(path)
     if allow_pickle and is_pickle_file(path):
         load_pickled_state_dict(path)  # refuses malicious pickles (weights_only) before the hint below
@@ -318,9 +317,9 @@ _check_device = check_device  # the old private name (midefend.io.legacy and old
 
 def _check_hardening_recorded(model: nn.Module, hardening: dict[str, Any] | None) -> None:
     # A LowRankTanhHead put in by hand cannot be rebuilt: the file would not say where it goes.
-    from ..defenses.surgery import check_hardened
+    from ..defenses.surgery import hardened_heads
 
-    heads = check_hardened(model)
+    heads = hardened_heads(model)
     if heads and not hardening:
         raise ConfigError(
             f"model has LowRankTanhHead(s) at {', '.join(heads)} but no model.midefend_hardening record, so the "

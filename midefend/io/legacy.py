@@ -28,15 +28,14 @@ never runs). Safetensors files need no flag.
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
-from .._validate import check_device
+from ..errors import ConfigError, UnsafeCheckpointError
+from .._validate import check_bool, check_device
 from .checkpoints import Checkpoint, _read_tensors, restore_checkpoint
 from .header import read_safetensors_header
 from .pickled import STATE_DICT_KEYS, is_pickle_file, load_pickled_state_dict
@@ -87,8 +86,7 @@ def import_research_checkpoint(
             not fit ``arch``, NaN or infinite weights.
         ConfigError: an argument is invalid.
     """
-    if allow_pickle is not True and allow_pickle is not False:
-        raise ConfigError(f"allow_pickle must be True or False, got {allow_pickle!r}")
+    check_bool("allow_pickle", allow_pickle)
     if key is not None and (not isinstance(key, str) or not key):
         raise ConfigError(f"key must be a non-empty string or None, got {key!r}")
     device = check_device(device)

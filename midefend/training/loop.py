@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.datasets import ClassificationData
-from .._validate import check_device
+from .._validate import check_choice, check_device, check_int
 from ..errors import ConfigError, DataError
 from .augment import BatchAugment, get_augment
 from .progress import TrainingProgress
@@ -208,10 +208,9 @@ def train_classifier(
     >>> # result = train_classifier(model, train, test, defense="midre", erase_max=0.8)
     """
     check_defense(defense)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("schedule", schedule, SCHEDULES)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ConfigError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("schedule", schedule, SCHEDULES)
+    check_int("batch_size", batch_size, minimum=2)
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
         raise ConfigError(f"eval_every must be an integer >= 0 (0: only at the end of each stage), got {eval_every!r}")
     if len(train) < 2:
@@ -416,11 +415,6 @@ def default_rank(num_classes: int) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _augment_name(augment: str | BatchAugment | None) -> Any:
