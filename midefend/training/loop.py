@@ -45,10 +45,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.datasets import ClassificationData
+from .._validate import check_choice, check_device, check_int, check_positive_real
 from ..defenses.head_regime import regime_record
-from .._validate import check_positive_real
 from ..defenses.heads import ACTIVATIONS
-from ..io.checkpoints import _check_device as check_device
 from ..errors import ConfigError, DataError
 from .augment import BatchAugment, get_augment
 from .progress import TrainingProgress
@@ -229,10 +228,9 @@ def train_classifier(
     >>> # result = train_classifier(model, train, test, defense="midre", erase_max=0.8)
     """
     check_defense(defense)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("schedule", schedule, SCHEDULES)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ConfigError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("schedule", schedule, SCHEDULES)
+    check_int("batch_size", batch_size, minimum=2)
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
         raise ConfigError(f"eval_every must be an integer >= 0 (0: only at the end of each stage), got {eval_every!r}")
     if len(train) < 2:
@@ -271,8 +269,8 @@ def train_classifier(
     from ..defenses.losses import ConfidenceAdaptationLoss
 
     ca_loss = ConfidenceAdaptationLoss(a=ca_a, b=ca_b)
-    _check_choice("head_init", head_init, HEAD_INITS)
-    _check_choice("head_activation", head_activation, tuple(ACTIVATIONS))
+    check_choice("head_init", head_init, HEAD_INITS)
+    check_choice("head_activation", head_activation, tuple(ACTIVATIONS))
     check_positive_real("linear_range", linear_range)
     head = {"activation": head_activation, "init": head_init, "linear_range": linear_range}
     config = {
@@ -447,11 +445,6 @@ def default_rank(num_classes: int) -> int:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _augment_name(augment: str | BatchAugment | None) -> Any:
