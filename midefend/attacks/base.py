@@ -59,13 +59,15 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
+from .._validate import check_bool, check_int, check_positive_int, check_positive_real
 from ..errors import AttackError, ConfigError
-from ..evaluation.classifier import Classifier
+from ..models.classifier import Classifier
 from ._progress import progress_bar
 from .adaptive import ca_target_loss, erase_copies, straight_through_heads
 from .augment import apply_params, draw_params, policy
 from .losses import get_identity_loss
-from .priors import GenerativePrior, adapt_images
+from ..models.images import adapt_images
+from .priors import GenerativePrior
 
 _STATE_FILE = "attack.json"
 _PRECISIONS = ("auto", "fp32", "bf16")
@@ -228,17 +230,14 @@ class Attack:
     def _validate(self) -> None:
         o = self.options
         for key in ("per_class", "candidates_factor", "candidates", "steps", "max_batch"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {o[key]!r}")
+            check_positive_int(key, o[key])
         for key in ("selection_augs", "eot"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 0:
-                raise ConfigError(f"{key} must be a non-negative integer, got {o[key]!r}")
+            check_int(key, o[key], minimum=0)
         for key, upper in (("selection_scale", 1.0), ("selection_ratio", None), ("erase_scale", 1.0), ("erase_ratio", None)):
             if key == "selection_scale" and o[key] is None:
                 continue
             o[key] = _check_range(key, o[key], upper)
-        if not isinstance(o["bpda"], bool):
-            raise ConfigError(f"bpda must be True or False, got {o['bpda']!r}")
+        check_bool("bpda", o["bpda"])
         if o["ca_target"] is not None and not (isinstance(o["ca_target"], (int, float)) and 0.0 < o["ca_target"] < 1.0):
             raise ConfigError(f"ca_target must be a confidence in (0, 1) or None, got {o['ca_target']!r}")
         if not isinstance(o["seed"], int) or isinstance(o["seed"], bool) or not 0 <= o["seed"] < 2**63:
@@ -248,8 +247,7 @@ class Attack:
             raise ConfigError(f"candidates must be >= per_class ({o['per_class']}), got {o['candidates']!r}")
         if o["class_batch"] is not None and (not isinstance(o["class_batch"], int) or o["class_batch"] < 1):
             raise ConfigError(f"class_batch must be a positive integer or None, got {o['class_batch']!r}")
-        if not (isinstance(o["lr"], (int, float)) and o["lr"] > 0 and math.isfinite(o["lr"])):
-            raise ConfigError(f"lr must be a positive number, got {o['lr']!r}")
+        check_positive_real("lr", o["lr"])
         get_identity_loss(o["loss"])
         policy(o["augment"])
         if o["precision"] not in _PRECISIONS:

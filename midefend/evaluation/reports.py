@@ -29,7 +29,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_write, atomic_write_text
-from .metrics import tradeoff_delta
+from .metrics import format_delta, tradeoff_delta
 
 REPORT_FORMAT = "midefend-verify-report"
 REPORT_VERSION = 1
@@ -232,17 +232,19 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
     rows = []
     for i, (name, report) in enumerate(zip(names, reports)):
         m = report["metrics"]
-        delta: float | str | None = None
+        delta, no_loss = None, None  # the reference row, or no accuracy to compare
         if i > 0 and None not in (ref.get("accuracy"), m.get("accuracy")):
             delta = tradeoff_delta(
                 acc_nodef=ref["accuracy"], attack_nodef=ref["attack_acc_top1"], acc_def=m["accuracy"], attack_def=m["attack_acc_top1"]
             )
+            no_loss = delta is None
         rows.append(
             {
                 "name": name,
                 "defense": report.get("target", {}).get("defense"),
                 **{key: m.get(key) for key in ("accuracy", "attack_acc_top1", "attack_acc_top1_std", "attack_acc_top5", "attack_acc_top5_std", "knn_distance", "fid", "target_acc_top1")},
                 "delta": delta,
+                "no_accuracy_lost": no_loss,
                 "strongest_attack": report.get("strongest_attack") or report.get("attack", {}).get("attack"),
                 "std_over": m.get("std_over", "classes"),
             }
@@ -250,10 +252,8 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
     return rows
 
 
-def _delta_text(delta: float | str | None) -> str:
-    if delta is None:
-        return "–"
-    return delta if isinstance(delta, str) else f"{delta:.2f}"
+def _delta_text(row: dict[str, Any]) -> str:
+    return "–" if row.get("no_accuracy_lost") is None else format_delta(row.get("delta"))
 
 
 COMPARISON_HEADER = ("model", "Acc (%)", "AttAcc@1 (%)", "AttAcc@5 (%)", "KNN", "FID", "Δ", "strongest attack")
@@ -268,7 +268,7 @@ def comparison_cells(row: dict[str, Any]) -> list[str]:
         _pct(row["attack_acc_top5"], row.get("attack_acc_top5_std")),
         _num(row.get("knn_distance"), 2),
         _num(row.get("fid"), 1),
-        _delta_text(row.get("delta")),
+        _delta_text(row),
         str(row.get("strongest_attack") or "–"),
     ]
 
