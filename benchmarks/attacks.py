@@ -45,8 +45,14 @@ def _load() -> str:
 
 def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
     """Verify each target in turn; ``publish(summary)`` after each, so an interrupted run keeps its finished targets."""
+    from midefend.attacks import list_attacks
+    from midefend.attacks import registry
     from midefend.evaluation.verify import verify
 
+    list_attacks()  # registers the built-in attacks
+    skipped = [name for name in args.skip.split(",") if name]
+    for name in skipped:  # this run's portfolio leaves them out (the report says so)
+        registry._ATTACKS.pop(name, None)
     models_dir = args.out_dir / "targets"
     models_dir.mkdir(parents=True, exist_ok=True)
     wanted = {label: stem for label, stem in TARGETS.items() if not args.only or stem in args.only.split(",")}
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
         "options": options,
         "fast": args.fast,
         "eval_model": args.eval_name,
+        "skipped_by_benchmark": skipped,
         "adaptive": args.adaptive,
         "note": args.note,
         "targets": {},
@@ -145,6 +152,7 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         "the adaptive variant follows the defense the checkpoint records. ± is the std over classes (one run per attack).",
         "",
         *([f"**Note:** {summary['note']}", ""] if summary.get("note") else []),
+        *([f"Left out of this run (`--skip`): {', '.join(summary['skipped_by_benchmark'])}.", ""] if summary.get("skipped_by_benchmark") else []),
         "| target | Acc | attack | adaptive | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -177,6 +185,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None)
     parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--skip", default="", help="comma-separated registered attacks to leave out of this run (said in the section)")
     parser.add_argument("--adaptive", choices=("auto", "on", "off"), default="auto", help="verify's --adaptive (default auto: from the defense record)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. why a run was reduced)")
