@@ -72,11 +72,17 @@ def verify_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/verify-<checkpoint name>).", file_okay=False)] = None,
     resume: _ResumeOpt = False,
     quiet: _QuietOpt = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Attack only shard i/N of the classes (0 <= i < N, e.g. a job array); no report.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Attack nothing: merge all shards' results in --out and write the report.")] = False,
+    class_batch: Annotated[Optional[int], typer.Option("--class-batch", help="Classes attacked together (a memory bound; the unit of sharding).")] = None,
 ) -> None:
-    """Attack CHECKPOINT and write report.json, report.md and grid.png."""
+    """Attack CHECKPOINT and write report.json, report.md and grid.png (sharded: docs/distributed.md)."""
     from ..evaluation.verify import verify
 
     out_dir = out or Path("runs") / f"verify-{checkpoint.stem}"
+    options = _attack_options(per_class, candidates, steps, loss, augment, seed)
+    if class_batch is not None:
+        options["class_batch"] = class_batch
     report = verify(
         checkpoint,
         eval_model=eval_model,
@@ -88,8 +94,14 @@ def verify_cmd(
         resume=resume,
         device=device,
         progress=not quiet,
-        attack_options=_attack_options(per_class, candidates, steps, loss, augment, seed),
+        attack_options=options,
+        shard=shard,
+        merge=merge,
     )
+    if report.get("format") == "midefend-verify-shard":
+        then = "when all shards are done, run the same command with --merge" if report["merged_by"] == "--merge" else "rank 0 writes the report"
+        console.print(f"shard {report['shard']}: {len(report['classes'])} class(es) -> {report['folder']}; {then}", highlight=False, soft_wrap=True)
+        return
     from ..evaluation.reports import comparison_rows
 
     _print_comparison(comparison_rows([report]), f"{attack} attack on {checkpoint.name}")

@@ -115,6 +115,8 @@ def verify(
     progress: bool = False,
     split_seed: int | None = None,
     attack_options: dict[str, Any] | None = None,
+    shard: str | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Attack ``checkpoint`` and write ``report.json``, ``report.md`` and ``grid.png`` to ``out_dir``.
 
@@ -128,14 +130,22 @@ def verify(
         out_dir: output folder; the attack's per-class results go to ``out_dir/attack``.
         resume: reuse the per-class results of an interrupted run in ``out_dir``.
         attack_options: passed to the attack (``per_class``, ``steps``, ``loss``, ``seed`` ...).
+        shard, merge: ``shard="i/N"`` attacks shard ``i`` of ``N`` and writes no report;
+            ``merge=True`` writes the report from all shards' results; under torchrun
+            each rank attacks its shard and rank 0 writes the report
+            (:mod:`midefend.attacks.sharding`, docs/distributed.md).
 
     Returns:
-        the report dict (as written to ``report.json``).
+        the report dict (as written to ``report.json``), or for a shard alone a
+        ``{"format": "midefend-verify-shard", ...}`` summary.
     """
-    from ..attacks import get_attack, load_prior, run_attack
+    from ..attacks import get_attack, load_prior
     from ..attacks.priors import GenerativePrior
+    from ..attacks.sharding import run_sharded
+    from ..distributed import env_world, local_device
 
     start = time.perf_counter()
+    device = str(local_device(device, env_world()))  # under torchrun: one GPU per rank
     attack_cls = get_attack(attack)
     instance = attack_cls(**(attack_options or {}))
     target_ckpt = _load(checkpoint, device)
@@ -151,7 +161,12 @@ def verify(
     if attack_cls.uses_prior:
         the_prior = prior if isinstance(prior, GenerativePrior) else load_prior(prior, device=device)
     out = Path(out_dir)
-    result = run_attack(instance, target, the_prior, classes=class_list, out_dir=out / "attack", resume=resume, device=device, progress=progress)
+    run = run_sharded(
+        instance, target, the_prior, classes=class_list, out_dir=out / "attack", resume=resume, device=device, progress=progress, shard=shard, merge=merge
+    )
+    if not run.complete:
+        return {"format": "midefend-verify-shard", "shard": str(run.shard), "classes": run.result.classes, "folder": str(out / "attack" / run.shard.dirname), "merged_by": "--merge" if shard is not None else "rank 0"}
+    result = run.result
     metrics = evaluate_attack(result, evaluator.to(device), train, target=target.to(device), test=test)
     firsts = torch.stack([train.images[(train.labels == c).nonzero()[0, 0]] for c in result.classes])
     report = {
