@@ -133,7 +133,7 @@ class TestShardAndMerge:
         with pytest.raises(AttackError, match=r"missing shard 2/3: class\(es\) 4 have no result"):
             _verify(tiny_world, out, merge=True)
         _verify(tiny_world, out, shard="1/2", options={"steps": 5})  # classes 2, 3 (also in shard 1/3) and 4
-        with pytest.raises(AttackError, match=r"^cannot merge: class 2 was computed twice with different settings \(shard 1/3 and shard 1/2: steps 4 vs 5\); remove the stale shard folder$"):
+        with pytest.raises(AttackError, match=r"^cannot merge: class 2 was computed twice with different settings \(shard 1/2 and shard 1/3: steps 5 vs 4\); remove the stale shard folder$"):
             _verify(tiny_world, out, merge=True)
         (out / "attack" / "shard-0001-of-0002" / "attack.json").unlink()
         with pytest.raises(AttackError, match=r"shard 0/3 in .* was computed with other settings than this command \(seed 0 vs 1\)$"):
