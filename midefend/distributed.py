@@ -16,6 +16,7 @@ World(rank=1, size=4, local_rank=1)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
@@ -99,10 +100,12 @@ def local_device(device: str | torch.device, world: World | None) -> torch.devic
 
 @contextlib.contextmanager
 def process_group(device: str | torch.device) -> Iterator[World | None]:
-    """Join the torchrun process group for the duration of the block; yields the :class:`World` (``None`` for one process).
+    """Join the torchrun process group (once per process) and yield the :class:`World` (``None`` for one process).
 
-    A process group the caller initialised already (a user's own DDP script) is
-    used as it is and left open; one initialised here is destroyed afterwards.
+    A process group that is already initialised (an earlier midefend call, or a
+    user's own DDP script) is used as it is. One initialised here stays open for
+    later calls in the same process (a script that trains NoDef, then CALoR):
+    re-creating a gloo group in a process is not reliable. It is destroyed at exit.
     """
     if dist.is_available() and dist.is_initialized():
         yield current_world()
@@ -117,9 +120,12 @@ def process_group(device: str | torch.device) -> Iterator[World | None]:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     dist.init_process_group(backend=backend_for(dev), device_id=dev if dev.type == "cuda" else None)
-    try:
-        yield world
-    finally:
+    atexit.register(_destroy)
+    yield world
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -53,11 +53,41 @@ def tiny_data() -> tuple[ClassificationData, ClassificationData]:
     return ClassificationData(images[:48], labels[:48], names, name="quadrants"), ClassificationData(images[48:], labels[48:], names, name="quadrants-test")
 
 
-def train(out: Path):
+def train(out: Path, resume: Path | None = None):
     from midefend.training import train_target
 
-    return train_target(tiny_data(), out=out, progress=False, **SETTINGS)
+    return train_target(tiny_data(), out=out, progress=False, resume=resume, **SETTINGS)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def interrupted_then_resumed(out: Path, stop_after: int = 3) -> None:
+    """Train to ``out`` with a resume file, stopped on every rank after ``stop_after`` epochs, then started again."""
+    from midefend.training import loop
+
+    original, calls = loop._Step.epoch, [0]
+
+    def epoch(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] > stop_after:
+            raise _Interrupted
+        return original(self, *args, **kwargs)
+
+    state = out.with_name(out.name + ".state.pt")
+    loop._Step.epoch = epoch
+    try:
+        train(out, resume=state)
+    except _Interrupted:
+        pass
+    finally:
+        loop._Step.epoch = original
+    assert state.is_file() and not out.exists()
+    train(out, resume=state)
 
 
 if __name__ == "__main__":
     train(Path(sys.argv[1]))
+    if len(sys.argv) > 2:
+        interrupted_then_resumed(Path(sys.argv[2]))

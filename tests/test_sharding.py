@@ -77,6 +77,15 @@ class TestShard:
         with pytest.raises(ConfigError, match=message):
             Shard.parse(spec)
 
+    def test_no_shard_or_merge_option_under_torchrun(self, monkeypatch, tmp_path):
+        from midefend.attacks.sharding import run_sharded
+
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", "1")
+        for kwargs in ({"shard": "0/2"}, {"merge": True}):
+            with pytest.raises(ConfigError, match="^--shard and --merge are for independent jobs; under torchrun every rank attacks its own shard"):
+                run_sharded(None, None, out_dir=tmp_path, **kwargs)
+
     def test_shards_partition_the_chunks_contiguously_and_evenly(self):
         for m in range(0, 12):
             chunks = [[2 * i, 2 * i + 1] for i in range(m)]

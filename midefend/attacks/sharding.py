@@ -263,11 +263,13 @@ def run_sharded(
       rank 0 merges the shard folders, which must therefore lie on a file system
       all ranks share. Other ranks return their shard.
     """
-    from ..distributed import check_all_ranks, process_group
+    from ..distributed import check_all_ranks, detect_world, process_group
 
     root = Path(out_dir)
     if shard is not None and merge:
         raise ConfigError("--shard and --merge exclude each other: run the shards first, then the merge")
+    if (shard is not None or merge) and detect_world() is not None:
+        raise ConfigError("--shard and --merge are for independent jobs; under torchrun every rank attacks its own shard and rank 0 merges")
     if merge:
         return ShardedRun(_merge(attack, target, prior, classes, root, device), complete=True)
     if shard is not None:
