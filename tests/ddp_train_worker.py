@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed
 import torch.nn as nn
 
 from midefend.architectures import register_architecture
@@ -80,7 +81,7 @@ def interrupted_then_resumed(out: Path, stop_after: int = 3) -> None:
     try:
         train(out, resume=state)
     except _Interrupted:
-        pass
+        torch.distributed.barrier()  # rank 0 has written the state of the last finished epoch
     finally:
         loop._Step.epoch = original
     assert state.is_file() and not out.exists()

@@ -39,7 +39,7 @@ def test_ddp_example_on_two_cpu_processes(orl_dir, tmp_path):
     out = tmp_path / "ddp.safetensors"
     env = {**os.environ, "MIDEFEND_EXAMPLES_QUICK": "1", "MIDEFEND_ORL_DIR": str(orl_dir), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), "--out", str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Warning" not in done.stderr, done.stderr
     assert done.stdout.count("saved ") == 1 and "on 2 process(es)" in done.stdout  # rank 0 alone saves

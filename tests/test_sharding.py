@@ -31,11 +31,16 @@ VOLATILE = ("timing", "files")  # wall times and output paths: everything else m
 
 def _verify(w, out, **kwargs):
     options = dict(OPTIONS, **kwargs.pop("options", {}))
-    return verify(w.paths["target"], eval_model=w.paths["eval"], data=w.folder, prior=w.paths["prior"], out_dir=out, attack_options=options, **kwargs)
+    return verify(
+        w.paths["target"], eval_model=w.paths["eval"], data=w.folder, prior=w.paths["prior"], attack="ppa", out_dir=out, attack_options=options, **kwargs
+    )
 
 
 def _stable(report: dict) -> dict:
-    return {k: v for k, v in report.items() if k not in VOLATILE}
+    """The report without wall times and paths (also in each attack's row)."""
+    out = {k: v for k, v in report.items() if k not in VOLATILE}
+    out["attacks"] = [{k: v for k, v in row.items() if k != "seconds"} for row in report["attacks"]]
+    return out
 
 
 def _class_files(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -100,7 +105,7 @@ class TestShardAndMerge:
         ref_dir, ref_report = reference
         out = tmp_path / "sharded"
         summary = _verify(tiny_world, out, shard="0/2")
-        assert summary["format"] == "midefend-verify-shard" and summary["classes"] == [0, 1]
+        assert summary["format"] == "midefend-verify-shard" and [run["classes"] for run in summary["runs"]] == [[0, 1]]
         assert not (out / "report.json").exists()
 
         # Shard 1/2 owns two chunks; it is interrupted in the second one, then resumed.
@@ -154,12 +159,12 @@ class TestShardAndMerge:
 
     def test_cli_shard_and_merge_errors(self, tiny_world, tmp_path):
         w = tiny_world
-        base = ["verify", w.paths["target"], "--eval-model", w.paths["eval"], "--data", w.folder, "--prior", w.paths["prior"]]
+        base = ["verify", w.paths["target"], "--eval-model", w.paths["eval"], "--data", w.folder, "--prior", w.paths["prior"], "--attack", "ppa"]
         base += ["--out", tmp_path / "cli", "--steps", "2", "--per-class", "1", "--class-batch", "2", "--quiet"]
         runner = CliRunner()
         done = runner.invoke(app, [str(a) for a in base + ["--shard", "0/2"]])
         assert done.exit_code == 0, done.output
-        assert "shard 0/2: 2 class(es) ->" in done.output and "run the same command with --merge" in done.output
+        assert "shard 0/2: 2 class result(s) in 1 attack run(s)" in done.output and "run the same command with --merge" in done.output
         merged = runner.invoke(app, [str(a) for a in base + ["--merge"]])
         assert merged.exit_code == 1
         assert "error: cannot merge: missing shard 1/2: class(es) 2, 3, 4 have no result" in merged.output
@@ -172,13 +177,13 @@ def test_torchrun_verify_equals_the_single_process_report(tiny_world, reference,
     ref_dir, ref_report = reference
     w = tiny_world
     out = tmp_path / "torchrun"
-    args = ["verify", w.paths["target"], "--eval-model", w.paths["eval"], "--data", w.folder, "--prior", w.paths["prior"], "--out", out, "--quiet"]
+    args = ["verify", w.paths["target"], "--eval-model", w.paths["eval"], "--data", w.folder, "--prior", w.paths["prior"], "--attack", "ppa", "--out", out, "--quiet"]
     args += ["--per-class", "2", "--candidates", "3", "--steps", "4", "--class-batch", "2", "--seed", "0"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "midefend", *map(str, args)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "shard 1/2: 3 class(es)" in done.stdout and "rank 0 writes the report" in done.stdout
+    assert "shard 1/2: 3 class result(s) in 1 attack run(s)" in done.stdout and "rank 0 writes the report" in done.stdout
     report = json.loads((out / "report.json").read_text())
     assert _stable(report) == _stable(json.loads((ref_dir / "report.json").read_text()))
     assert (out / "grid.png").read_bytes() == (ref_dir / "grid.png").read_bytes()
