@@ -349,7 +349,7 @@ class Attack:
             prior.to(dev)
         ctx = _Context(target, prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
         start = time.perf_counter()
-        with _channels_last(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
+        with channels_last_context(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
             for chunk in todo:
                 images, conf = self._attack_chunk(ctx, chunk, advance)
                 for i, c in enumerate(chunk):
@@ -631,7 +631,7 @@ def _module_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-class _channels_last:
+class channels_last_context:
     """Switch target and prior to channels_last for the run, restore the default layout afterwards."""
 
     def __init__(self, *modules: torch.nn.Module | None) -> None:
