@@ -108,6 +108,10 @@ def train(
         progress=not quiet,
         resume=out.with_name(out.name + ".state.pt") if resume else None,
     )
+    from ..distributed import is_main_process
+
+    if not is_main_process():
+        return  # torchrun: rank 0 reports
     accuracy = f"{result.test_accuracy:.1%}" if result.test_accuracy is not None else "n/a"
     console.print(
         f"{defense} {arch} on {data}: test accuracy {accuracy}, "

@@ -22,7 +22,7 @@ def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch:
     """Seconds per image on one batch of the size attacks use, as they run (``channels_last``, autocast):
     ``step`` (prior + target, forward and backward), ``target_step`` (the target alone, forward and
     backward: what an extra EOT erasure costs) and ``forward`` (the target alone: selection, initial scoring)."""
-    from ..attacks.base import _channels_last, resolve_precision
+    from ..attacks.base import channels_last_context, resolve_precision
     from ..attacks.priors import adapt_images
 
     dev = torch.device(device)
@@ -47,7 +47,7 @@ def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch:
         rendered = render(params).float()
     work = {"step": lambda: backward(params, True), "target_step": lambda: backward(rendered, False), "forward": lambda: forward(rendered)}
     times: dict[str, list[float]] = {key: [] for key in work}
-    with _channels_last(target, prior):  # as the attacks run them
+    with channels_last_context(target, prior):  # as the attacks run them
         for i in range(rounds + 1):  # the first round warms up (allocations, kernel choice) and is not counted
             for key, job in work.items():
                 start = time.perf_counter()

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from ..architectures import build_model
+from ..distributed import is_main_process
 from ..data.datasets import ClassificationData
 from ..data.resolve import load_dataset
 from ..errors import ConfigError
@@ -175,7 +176,7 @@ def train_target(
     result.extra["data"] = describe_data(spec, train, test)
     if start is not None:
         result.extra["init"] = start
-    if out is not None:
+    if out is not None and is_main_process():  # torchrun: rank 0 writes the one checkpoint
         result.extra["checkpoint"] = str(save_result(result, out, arch=arch, arch_kwargs=arch_kwargs, train=train))
     return result
 
