@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     summary: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/attacks.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/attacks.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "load_start": _load(),
@@ -108,13 +109,22 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
 
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary from runs of disjoint ``--only`` targets: their targets in TARGETS order, the first run's
-    settings, every command, the first start load and the last end load."""
+    """One summary from runs of ``--only`` targets (run in parallel): their targets in TARGETS order, each
+    labelled with its run's classes, evaluation model and adaptive mode when the runs differ in them; the
+    first run's remaining settings, every command, the first start load and the last end load."""
     merged = dict(summaries[0])
-    blocks = {label: block for s in summaries for label, block in s["targets"].items()}
-    merged["targets"] = {label: blocks[label] for label in TARGETS if label in blocks}
+    differ = [k for k in ("classes", "eval_model", "adaptive", "skipped_by_benchmark") if len({str(s.get(k)) for s in summaries}) > 1]
+    blocks: dict[str, Any] = {}
+    for s in summaries:
+        for label, block in s["targets"].items():
+            if differ:
+                label += " (" + ", ".join(f"{k.replace('_by_benchmark', '').replace('_', ' ')} {s.get(k) or '–'}" for k in differ) + ")"
+            blocks[label] = block
+    merged["targets"] = {label: blocks[label] for base in TARGETS for label in blocks if label.split(" (")[0] == base.split(" (")[0] and label.startswith(base)}
     merged["command"] = "\n".join(s["command"] for s in summaries)
     merged["load_end"] = summaries[-1].get("load_end", merged.get("load_end"))
+    if differ:
+        merged.update({k: "per target (see the labels)" for k in differ})
     return merged
 
 
