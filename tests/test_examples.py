@@ -31,3 +31,14 @@ def test_example_runs_quick(script, orl_dir, tmp_path):
     ckpt = load_checkpoint(out)
     assert ckpt.arch == "timm/resnet18" and ckpt.hardening is not None
     assert ckpt.defense["name"] == "midre+calor"
+    # the checkpoint verifies: its own split, its ImageFolder class order, its face-box preparation
+    from midefend.evaluation.verify import verify
+
+    assert ckpt.classes[:3] == ["s1", "s10", "s11"]
+    report = verify(
+        out, eval_model=out, attack="miface", classes="0-1", out_dir=tmp_path / "verify",
+        attack_options={"per_class": 2, "steps": 2},
+    )  # fmt: skip
+    assert report["metrics"]["accuracy"] == pytest.approx(ckpt.extra["test_accuracy"], abs=1e-6)  # float32 mean vs Python division
+    assert report["data"]["split"] == "the split recorded in the checkpoint (file lists)"
+    assert (report["data"]["n_train"], report["data"]["n_test"]) == (35, 15)

@@ -102,6 +102,7 @@ def harden_command(
         arch=ckpt.arch,
         arch_kwargs=ckpt.arch_kwargs,
         num_classes=ckpt.num_classes,
+        classes=ckpt.classes,
         input_size=ckpt.input_size,
         mean=ckpt.mean,
         std=ckpt.std,
@@ -145,7 +146,7 @@ def _info_table(info: dict[str, Any]) -> Table:
     table.add_column("value", overflow="fold")
     kwargs = ", ".join(f"{k}={v!r}" for k, v in info["arch_kwargs"].items())
     table.add_row("architecture", info["arch"] + (f" ({kwargs})" if kwargs else ""))
-    table.add_row("classes", str(info["num_classes"]))
+    table.add_row("classes", _classes_text(info["num_classes"], info.get("classes")))
     table.add_row("input size", " x ".join(str(v) for v in info["input_size"]) + "  (C x H x W)")
     table.add_row("normalisation", f"mean {_floats(info['mean'])}, std {_floats(info['std'])}")
     table.add_row("head(s)", _heads_text(info.get("hardening")))
@@ -156,6 +157,13 @@ def _info_table(info: dict[str, Any]) -> Table:
     table.add_row("bytes", f"{info['tensor_bytes']:,} of tensors, {info['file_bytes']:,} on disk ({_human(info['file_bytes'])})")
     table.add_row("format", f"midefend checkpoint v{info['format_version']}, written by midefend {info.get('midefend_version', '?')}")
     return table
+
+
+def _classes_text(count: int, names: Optional[list[str]]) -> str:
+    if not names:
+        return f"{count} (names not recorded: verify assumes torchvision ImageFolder order)"
+    shown = ", ".join(names[:5]) + (f", ... {names[-1]}" if count > 5 else "")
+    return f"{count}: {shown}"
 
 
 def _heads_text(hardening: Optional[dict[str, Any]]) -> str:

@@ -28,6 +28,8 @@ _AugOpt = Annotated[Optional[str], typer.Option("--augment", help="crop+flip, cr
 _SeedOpt = Annotated[int, typer.Option("--seed", help="Attack seed.")]
 _DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 _DataOpt = Annotated[Optional[str], typer.Option("--data", help="orl, digits or a folder (default: the data recorded in the checkpoint).")]
+_TrainDataOpt = Annotated[Optional[Path], typer.Option("--train-data", help="Your training class folder (with --test-data: your split, used as given).", exists=True, file_okay=False)]
+_TestDataOpt = Annotated[Optional[Path], typer.Option("--test-data", help="Your held-out class folder (the natural accuracy is measured on it).", exists=True, file_okay=False)]
 _EvalOpt = Annotated[Path, typer.Option("--eval-model", help="Independent evaluation model checkpoint.", exists=True, dir_okay=False)]
 _ResumeOpt = Annotated[bool, typer.Option("--resume", help="Reuse the per-class results of an interrupted run in --out.")]
 _QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
@@ -59,6 +61,8 @@ def verify_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Target checkpoint (.safetensors).", exists=True, dir_okay=False)],
     eval_model: _EvalOpt,
     data: _DataOpt = None,
+    train_data: _TrainDataOpt = None,
+    test_data: _TestDataOpt = None,
     prior: _PriorOpt = "face-gan",
     attack: _AttackOpt = "ppa",
     classes: _ClassesOpt = "all",
@@ -81,6 +85,8 @@ def verify_cmd(
         checkpoint,
         eval_model=eval_model,
         data=data,
+        train_data=train_data,
+        test_data=test_data,
         prior=prior,
         attack=attack,
         classes=classes,

@@ -61,6 +61,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- attack: {attack.get('attack', '?')} (loss {attack.get('loss', '?')}, {attack.get('per_class', '?')} per class "
         f"from {attack.get('candidates', '?')} candidates, {attack.get('steps', '?')} steps, seed {attack.get('seed', '?')})",
         f"- classes attacked: {len(m.get('per_class', []))}; wall time {_num(report.get('timing', {}).get('total_seconds'), 1)} s",
+        *(f"- note: {note}" for note in report.get("notes", [])),
         "",
         "| metric | value |",
         "|---|---|",

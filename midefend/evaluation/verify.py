@@ -11,7 +11,9 @@ This is what ``midefend verify`` runs::
 
 ``data`` defaults to the data set recorded in the target checkpoint (``extra["data"]``,
 written by :func:`midefend.training.train_target`), with the same split, so the
-KNN distance and FID compare against exactly the images the target trained on.
+KNN distance and FID compare against exactly the images the target trained on;
+``train_data``/``test_data`` take the owner's own split, and labels are matched
+to the model by class name (:mod:`~midefend.evaluation.private_data`).
 
 >>> parse_classes("0-3,7", 10)
 [0, 1, 2, 3, 7]
@@ -19,7 +21,6 @@ KNN distance and FID compare against exactly the images the target trained on.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,9 +28,11 @@ from typing import Any, Sequence
 import torch
 
 from .. import __version__
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from .class_order import evaluator_in_target_order
 from .classifier import Classifier
 from .evaluate import evaluate_attack
+from .private_data import load_private_data, recorded_data
 from .reports import write_report
 
 
@@ -77,30 +80,6 @@ def _describe(ckpt: Any, name: str) -> dict[str, Any]:
     }
 
 
-def load_private_data(ckpt: Any, data: str | Path | None = None, *, split_seed: int | None = None) -> tuple[Any, Any]:
-    """The target's private ``(train, test)`` split, at its input size and channels."""
-    from ..data.resolve import ORL_ENV, load_dataset
-
-    recorded = (ckpt.extra or {}).get("data") or {}
-    spec = data if data is not None else recorded.get("spec")
-    if spec is None:
-        raise ConfigError("the checkpoint does not record its data set: pass --data (orl, digits or a folder)")
-    source = recorded.get("source")
-    if data is None and spec == "orl" and not os.environ.get(ORL_ENV) and source and Path(source).is_dir():
-        spec = source  # the ORL folder the target was trained from, when $MIDEFEND_ORL_DIR is unset
-    split = recorded.get("split") or {}
-    seed = split_seed if split_seed is not None else int(split.get("seed", 0))
-    kwargs: dict[str, Any] = {"size": ckpt.input_size[1], "channels": ckpt.input_size[0], "seed": seed}
-    if "train_per_class" in split and split["train_per_class"] is not None:
-        kwargs["train_per_class"] = int(split["train_per_class"])
-    if "test_fraction" in split and split["test_fraction"] is not None:
-        kwargs["test_fraction"] = float(split["test_fraction"])
-    train, test = load_dataset(spec, **kwargs)
-    if train.num_classes != ckpt.num_classes:
-        raise DataError(f"data {str(spec)!r} has {train.num_classes} classes but the target model has {ckpt.num_classes}")
-    return train, test
-
-
 def verify(
     checkpoint: Any,
     *,
@@ -115,12 +94,24 @@ def verify(
     progress: bool = False,
     split_seed: int | None = None,
     attack_options: dict[str, Any] | None = None,
+    train_data: str | Path | None = None,
+    test_data: str | Path | None = None,
+    input_size: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    class_names: Sequence[str] | None = None,
+    preprocess: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Attack ``checkpoint`` and write ``report.json``, ``report.md`` and ``grid.png`` to ``out_dir``.
 
     Args:
-        checkpoint, eval_model: paths of midefend checkpoints (or loaded ``Checkpoint`` objects).
+        checkpoint, eval_model: paths of midefend checkpoints (or loaded ``Checkpoint`` objects);
+            ``checkpoint`` may also be a model object (``nn.Module``, transformers models
+            included) with its input contract ``input_size``, ``mean``, ``std`` and
+            optionally ``class_names`` and ``preprocess`` (as ``save_checkpoint`` takes them).
         data: ``"orl"``, ``"digits"`` or a folder; default: the target's recorded data.
+        train_data, test_data: the owner's training and held-out class folders, used
+            as given instead of ``data`` (see :mod:`midefend.evaluation.private_data`).
         prior: ``"face-gan"``, a prior file from :func:`~midefend.attacks.train_prior`,
             or a :class:`~midefend.attacks.GenerativePrior` (ignored by ``miface``).
         attack: a registered attack name (:func:`~midefend.attacks.list_attacks`).
@@ -133,19 +124,24 @@ def verify(
         the report dict (as written to ``report.json``).
     """
     from ..attacks import get_attack, load_prior, run_attack
+    from ..attacks.priors import adapt_images
     from ..attacks.priors import GenerativePrior
 
     start = time.perf_counter()
     attack_cls = get_attack(attack)
     instance = attack_cls(**(attack_options or {}))
+    if isinstance(checkpoint, torch.nn.Module):
+        from .in_memory import in_memory_checkpoint
+
+        checkpoint = in_memory_checkpoint(checkpoint, input_size=input_size, mean=mean, std=std, classes=class_names, preprocess=preprocess, device=device)
     target_ckpt = _load(checkpoint, device)
     eval_ckpt = _load(eval_model, device)
     if eval_ckpt.num_classes != target_ckpt.num_classes:
         raise ConfigError(f"the evaluation model has {eval_ckpt.num_classes} classes but the target has {target_ckpt.num_classes}")
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
     target = Classifier.from_checkpoint(target_ckpt, name=target_name)
-    evaluator = Classifier.from_checkpoint(eval_ckpt)
-    train, test = load_private_data(target_ckpt, data, split_seed=split_seed)
+    train, test = load_private_data(target_ckpt, data, split_seed=split_seed, train_data=train_data, test_data=test_data)
+    evaluator, eval_order = evaluator_in_target_order(eval_ckpt, train.classes, train.classes)
     class_list = parse_classes(classes, target_ckpt.num_classes)
     the_prior = None
     if attack_cls.uses_prior:
@@ -154,12 +150,15 @@ def verify(
     result = run_attack(instance, target, the_prior, classes=class_list, out_dir=out / "attack", resume=resume, device=device, progress=progress)
     metrics = evaluate_attack(result, evaluator.to(device), train, target=target.to(device), test=test)
     firsts = torch.stack([train.images[(train.labels == c).nonzero()[0, 0]] for c in result.classes])
+    # the grid shows private images at the reconstructions' size (a 112x92 target attacked through a 64x64 prior)
+    firsts = adapt_images(firsts, channels=result.images.shape[2], size=tuple(result.images.shape[-2:]))
     report = {
         "midefend_version": __version__,
         "target": _describe(target_ckpt, target_name),
         "eval_model": _describe(eval_ckpt, Path(eval_ckpt.path).stem if getattr(eval_ckpt, "path", None) else "eval"),
         "prior": the_prior.config() if the_prior is not None else None,
-        "data": {"spec": str(data) if data is not None else (target_ckpt.extra or {}).get("data", {}).get("spec"), "n_train": len(train), "n_test": len(test)},
+        "data": {"spec": str(data) if data is not None else recorded_data(target_ckpt).get("spec"), "n_train": len(train), "n_test": len(test), "split": train.info["split_source"], "class_order": train.info["class_order"], "eval_class_order": eval_order},
+        "notes": [f"target classes: {train.info['class_order']}", f"evaluation model classes: {eval_order}", f"split: {train.info['split_source']}"],
         "attack": result.config,
         "metrics": metrics,
         "timing": {"attack_seconds": round(result.seconds, 2), "total_seconds": round(time.perf_counter() - start, 2), "device": str(device)},
