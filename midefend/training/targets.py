@@ -81,8 +81,9 @@ def train_target(
     calor_epochs: int = 10,
     calor_lr: float = 1e-4,
     ca_epochs: int = 5,
-    ca_lr: float = 1e-4,
-    ca_params: str = "head",
+    ca_lr: float | None = None,
+    ca_params: str | None = None,
+    ca_optimizer: str = "default",
     lr: float | None = None,
     batch_size: int | None = None,
     augment: str | None = None,
@@ -107,9 +108,10 @@ def train_target(
         rank, erase_max: CALoR's head rank (default from the class count) and
             MIDRE's ``a_h`` (0.4 or 0.8).
         epochs, lr, batch_size, augment: default per data set (table above).
-        calor_epochs, calor_lr, ca_epochs, ca_lr, ca_params: CALoR's head stage
+        calor_epochs, calor_lr, ca_epochs, ca_lr, ca_params, ca_optimizer: CALoR's head stage
             (cross-entropy fine-tune after the surgery) and CA fine-tune (of the
-            head only, or ``"all"`` parameters).
+            head only, or ``"all"`` parameters; ``ca_optimizer="authors"``: the authors'
+            SGD stage, see :func:`~midefend.training.train_classifier`).
         size, channels: image size and channels (default per data set: 64 grey
             for ORL, 32 grey for digits, 64 RGB for folders).
         split_seed: picks the train/test split; keep it fixed so targets and
@@ -156,6 +158,7 @@ def train_target(
         ca_epochs=ca_epochs,
         ca_lr=ca_lr,
         ca_params=ca_params,
+        ca_optimizer=ca_optimizer,
         lr=lr,
         batch_size=batch_size,
         augment=augment,
