@@ -130,7 +130,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| per-class spread of attack accuracy @1 (std over classes, %) | {_pct(m.get('attack_acc_top1_std_classes'))} |")
     lines += [
         f"| KNN distance (eval features) | {_num(m['knn_distance'], 2)} |",
-        f"| FID (eval features) | {_num(m['fid'], 1)} |",
+        f"| FID (eval features) | {_num(m['fid'], 1) if m.get('fid') is not None or 'fid' not in (m.get('not_computed') or {}) else 'not computed: ' + m['not_computed']['fid']} |",
         f"| target's own accuracy on reconstructions (%) | {_pct(m.get('target_acc_top1'))} |",
         f"| target's mean confidence on reconstructions | {_num(m.get('target_confidence_mean'), 3)} |",
         "",

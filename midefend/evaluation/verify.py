@@ -36,6 +36,7 @@ from ..errors import ConfigError
 from .class_order import evaluator_in_target_order
 from .classifier import Classifier
 from .evaluate import evaluate_attack
+from .feasibility import check_classes_present, planned_notes
 from .private_data import load_private_data, recorded_data
 from .reports import write_report
 
@@ -137,6 +138,8 @@ def prepare_verify(
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
     train, test = load_private_data(target_ckpt, data, split_seed=split_seed, train_data=train_data, test_data=test_data)
     evaluator, eval_order = evaluator_in_target_order(eval_ckpt, train.classes, train.classes)
+    parsed_classes = parse_classes(classes, target_ckpt.num_classes)
+    check_classes_present(train, parsed_classes, target_ckpt.num_classes)
     names = [attack] if attack is not None else list_attacks()
     the_prior = None
     if prior is not None and any(get_attack(n).uses_prior for n in names):
@@ -148,7 +151,8 @@ def prepare_verify(
     return SimpleNamespace(
         target_ckpt=target_ckpt, eval_ckpt=eval_ckpt, target_name=target_name,
         target=Classifier.from_checkpoint(target_ckpt, name=target_name), evaluator=evaluator, eval_class_order=eval_order,
-        train=train, test=test, classes=parse_classes(classes, target_ckpt.num_classes), prior=the_prior,
+        train=train, test=test, classes=parsed_classes, prior=the_prior,
+        not_computed=planned_notes(train, parsed_classes, target_ckpt.num_classes, int((attack_options or {}).get("per_class", 4))),
         planned=planned, skipped=skipped,
     )
 
@@ -224,6 +228,9 @@ def verify(
         contract={"input_size": input_size, "mean": mean, "std": std, "classes": class_names, "preprocess": preprocess},
     )
     out = Path(out_dir)
+    if log is not None:
+        for metric, reason in run.not_computed.items():
+            log(f"note: {metric.upper()} will not be computed ({reason})")
     evaluator, target = run.evaluator.to(device), run.target.to(device)
     base_seed = int((attack_options or {}).get("seed", 0))
     rows: list[dict[str, Any]] = []
@@ -271,7 +278,7 @@ def verify(
             "spec": str(data) if data is not None else recorded_data(run.target_ckpt).get("spec"), "n_train": len(run.train), "n_test": len(run.test),
             "split": run.train.info["split_source"], "class_order": run.train.info["class_order"], "eval_class_order": run.eval_class_order,
         },
-        "notes": [f"target classes: {run.train.info['class_order']}", f"evaluation model classes: {run.eval_class_order}", f"split: {run.train.info['split_source']}"],
+        "notes": [*(f"{k.upper()} not computed: {v}" for k, v in run.not_computed.items()), f"target classes: {run.train.info['class_order']}", f"evaluation model classes: {run.eval_class_order}", f"split: {run.train.info['split_source']}"],
         "threat_model": threat_model,
         "adaptive_mode": adaptive,
         "repeats": repeats,
