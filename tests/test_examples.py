@@ -24,7 +24,9 @@ def test_example_runs_quick(script, orl_dir, tmp_path):
         [sys.executable, str(script), "--out", str(out)], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "Warning" not in done.stderr, done.stderr
+    # quick mode trains one epoch: midefend's CALoR guard rails may rightly warn; nothing else may
+    unexpected = [line for line in done.stderr.splitlines() if "Warning" in line and "confidence adaptation:" not in line and "harden: accuracy on the calibration data fell" not in line]
+    assert not unexpected, done.stderr
     assert out.exists()
     from midefend.io.checkpoints import load_checkpoint
 

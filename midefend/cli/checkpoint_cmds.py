@@ -80,6 +80,10 @@ def harden_command(
         bool, typer.Option("--reharden", help="Replace heads that are already low-rank (needs --init random).")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+    calibration_data: Annotated[
+        Optional[Path],
+        typer.Option("--calibration-data", help="Class folder of training images: fits the warm start and reports the accuracy before and after.", exists=True, file_okay=False),
+    ] = None,
 ) -> None:
     """Replace the classifier head(s) of IN by a low-rank tanh head and write OUT."""
     from ..defenses.surgery import harden
@@ -93,12 +97,16 @@ def harden_command(
         raise ConfigError(f"the folder of OUT {str(dst.parent)!r} does not exist")
     ckpt = load_checkpoint(src)
     before = _head_parameters(ckpt.model, head)
+    from .harden_inputs import calibration_from_folder, hardened_defense
+
+    calibration = calibration_from_folder(ckpt, calibration_data) if calibration_data is not None else None
     try:
         with warnings.catch_warnings(record=True) as caught:
             # Shown as one-line notes below instead of Python's two-line warning format.
             warnings.simplefilter("always", UserWarning)
             report = harden(
-                ckpt.model, rank=rank, activation=activation, norm=norm, init=init, head=head, allow_rehardening=reharden
+                ckpt.model, rank=rank, activation=activation, norm=norm, init=init, head=head, allow_rehardening=reharden,
+                calibration=calibration,
             )
     except AlreadyHardenedError as exc:
         # The library's hint names the Python argument; name the CLI flags instead.
@@ -117,7 +125,7 @@ def harden_command(
         input_size=ckpt.input_size,
         mean=ckpt.mean,
         std=ckpt.std,
-        defense=ckpt.defense,
+        defense=hardened_defense(ckpt.defense, report.to_dict()),
         # The source's extra (e.g. its test accuracy) describes the model before surgery.
         extra={"hardened_from": src.name, "source_extra": ckpt.extra},
     )
@@ -129,6 +137,8 @@ def harden_command(
             f"  {item.path}: {item.in_features} features -> {item.num_classes} classes, now rank {item.rank}: "
             f"{old_text} -> {after[item.path]:,} parameters"
         )
+    if report.accuracy_before is not None:
+        console.print(f"accuracy on the calibration data: {report.accuracy_before:.1%} before, {report.accuracy_after:.1%} after the surgery (no fine-tuning yet)")
     console.print(f"wrote {dst}")
     console.print("next: fine-tune it (CALoR's CA loss) before relying on it as a defense")
 
