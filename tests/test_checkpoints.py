@@ -262,7 +262,7 @@ class TestStripPrefixes:
             wrapper.forward = lambda x: wrapper.module(x.flatten(1))
             return wrapper
 
-        monkeypatch.setitem(architectures._REGISTRY, "_test_module_child", build)
+        monkeypatch.setitem(architectures._REGISTRY, "midefend/_test_module_child", build)  # keyed by full name
         spec = {"arch": "midefend/_test_module_child", "num_classes": 2, "input_size": (3, 1, 1), "mean": (0,) * 3, "std": (1,) * 3}
         model = build(2)
         path = save_checkpoint(model, tmp_path / "m.safetensors", **spec)
