@@ -95,3 +95,45 @@ def test_ca_stage_needs_a_hardened_model():
     x, y = _data()
     with pytest.raises(ConfigError, match=r"found no LowRankTanhHead: harden\(\) the model first"):
         _trainer(1, [ConfidenceAdaptationStage(start_epoch=0)]).fit(Module(), DataLoader(TensorDataset(x, y), batch_size=8))
+
+
+class TestHFTrainer:
+    """A tiny ViT trained a few steps with transformers' Trainer: erasing collator, then the CA loss."""
+
+    def _setup(self, tmp_path):
+        transformers = pytest.importorskip("transformers")
+        pytest.importorskip("accelerate")
+        cfg = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=8, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=16, num_labels=4)  # fmt: skip
+        torch.manual_seed(0)
+        model = transformers.ViTForImageClassification(cfg)
+        x, y = torch.rand(16, 1, 8, 8), torch.arange(16) % 4
+        rows = [{"pixel_values": x[i], "labels": y[i]} for i in range(16)]
+        args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, report_to=[],
+                                              use_cpu=True, save_strategy="no", logging_strategy="no", disable_tqdm=True)  # fmt: skip
+        return transformers, model, rows, args, x
+
+    def test_erasing_collator_then_ca_loss(self, tmp_path):
+        from midefend.integrations.hf_trainer import ErasingCollator, ca_compute_loss_func
+
+        transformers, model, rows, args, x = self._setup(tmp_path)
+        collator = ErasingCollator(scale=(0.2, 0.4), seed=5)
+        batch = ErasingCollator(scale=(0.2, 0.4), seed=5)(rows[:8])
+        expected = random_erase_batch(x[:8].clone(), scale=(0.2, 0.4), ratio=(1.0, 1.0), value="mean", generator=torch.Generator().manual_seed(5))
+        assert torch.equal(batch["pixel_values"], expected)
+        transformers.Trainer(model=model, args=args, train_dataset=rows, data_collator=collator).train()
+        report = harden(model, rank=2, calibration=x)
+        assert report.head_paths == ["classifier"]
+        calls = []
+        loss_func = ca_compute_loss_func(b=8.0)
+
+        def counted(outputs, labels, num_items_in_batch=None):
+            calls.append(labels.shape[0])
+            return loss_func(outputs, labels, num_items_in_batch)
+
+        before = [p.detach().clone() for p in model.classifier.parameters()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # two steps leave the toy unconfident: the CA loss rightly warns
+            transformers.Trainer(model=model, args=args, train_dataset=rows, compute_loss_func=counted).train()
+        assert calls == [8, 8]
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.classifier.parameters()))
