@@ -86,7 +86,7 @@ def read_image(
             image.load()
             picture = image
     except (UnidentifiedImageError, DecompressionBombError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise DataError(f"cannot read image {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     width, tall = picture.size
     if box is None and crop == "none":
         box = (0, 0, width, tall)
