@@ -116,6 +116,7 @@ def run_demo(
             images, out / "prior.safetensors", epochs=settings["prior_epochs"], width=settings["prior_width"], seed=seed,
             device=device, progress=progress,
         )
+        step("digits prior trained")
     else:
         prior = load_prior("face-gan", device=device)
 
@@ -134,6 +135,9 @@ def run_demo(
                 attack_options={**settings["attack"], "seed": seed},
             )
         )
+        # a persistent line per finished stage: progress bars vanish, a log keeps these
+        m = reports[-1]["metrics"]
+        step(f"{name} attacked: attack accuracy @1 {100 * m['attack_acc_top1']:.1f}%, natural accuracy {100 * (m.get('accuracy') or 0):.1f}%")
     rows = comparison_rows(reports, ["NoDef", defense])
     write_comparison(out, rows)
     step("done")

@@ -243,6 +243,7 @@ def save_result(
         arch=arch,
         arch_kwargs=arch_kwargs,
         num_classes=train.num_classes,
+        classes=train.classes,
         input_size=(train.channels, train.size, train.size),
         mean=result.mean,
         std=result.std,
