@@ -141,17 +141,18 @@ def prepare_verify(
     """
     from ..attacks import get_attack, list_attacks, load_prior
     from ..attacks.priors import GenerativePrior
-    from .portfolio import plan_portfolio
+    from .portfolio import allowed_threat_models, plan_portfolio
 
+    allowed = allowed_threat_models(threat_model)  # a bad threat model or attack name fails before anything is loaded
     if attack is not None:
-        get_attack(attack)  # an unknown name fails before anything is loaded
+        get_attack(attack)
     target_ckpt = _load(checkpoint, device)
     eval_ckpt = _load(eval_model, device)
     if eval_ckpt.num_classes != target_ckpt.num_classes:
         raise ConfigError(f"the evaluation model has {eval_ckpt.num_classes} classes but the target has {target_ckpt.num_classes}")
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
     train, test = load_private_data(target_ckpt, data, split_seed=split_seed)
-    names = [attack] if attack is not None else list_attacks()
+    names = [attack] if attack is not None else [n for n in list_attacks() if get_attack(n).threat_model in allowed]
     the_prior = None
     if prior is not None and any(get_attack(n).uses_prior for n in names):
         the_prior = prior if isinstance(prior, GenerativePrior) else load_prior(prior, device=device)

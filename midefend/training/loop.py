@@ -45,10 +45,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.datasets import ClassificationData
+from .._validate import check_choice, check_device, check_int, check_positive_real
 from ..defenses.head_regime import regime_record
-from ..defenses._checks import check_positive_real
 from ..defenses.heads import ACTIVATIONS
-from ..io.checkpoints import _check_device as check_device
 from ..errors import ConfigError, DataError
 from ..distributed import detect_world, local_device, process_group
 from .augment import BatchAugment, get_augment
@@ -58,6 +57,8 @@ from .resume import load_state, run_fingerprint, save_state
 from .stages import Stage, check_defense, defense_stages
 
 OPTIMIZERS = ("adamw", "sgd")
+#: CALoR head initialisations: SVD warm start, SVD with ``up`` refitted by least squares, fresh.
+HEAD_INITS = ("svd", "svd-lstsq", "random")
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -168,8 +169,8 @@ def train_classifier(
     ca_a: float = 1.0,
     ca_b: float = 8.0,
     head_activation: str = "tanh",
-    head_init: str = "svd",
-    linear_range: float = 0.1,
+    head_init: str = "svd-lstsq",
+    linear_range: float = 2.0,
     augment: str | BatchAugment | None = "light",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -200,9 +201,12 @@ def train_classifier(
         pretrain_epochs, head_lr_mult, calor_lr, ca_epochs, ca_lr, ca_a, ca_b: CALoR's
             stages and confidence-adaptation loss ``a * p_y**b * log p_y``.
         head_activation, head_init, linear_range: CALoR's head: its activation (``"tanh"``;
-            ``"identity"``, ``"relu"``, ``"sigmoid"`` for the paper's Table 5), ``"svd"`` warm start
-            from the trained head with pre-activation RMS ``linear_range`` or a ``"random"``
-            fresh head (see docs/calor.md). The heads' regime on the training images at the warm
+            ``"identity"``, ``"relu"``, ``"sigmoid"`` for the paper's Table 5) and its start:
+            ``"svd-lstsq"`` (default) warm-starts ``down`` by SVD with pre-activation RMS
+            ``linear_range`` (2: saturating) and refits ``up`` by least squares to the trained
+            logits; ``"svd"`` keeps ``up``'s SVD scaling (with ``linear_range=0.1``: a faithful
+            linear copy of the trained head, not CALoR's mechanism); ``"random"``: a fresh head
+            (see docs/calor.md). The heads' regime on the training images at the warm
             start and at the end goes to ``result.extra`` (``head_regime_start``, ``head_regime``).
         ca_params: what the CA fine-tune trains: ``"head"`` (the low-rank head; the
             backbone is frozen in eval mode) or ``"all"`` (the authors' whole model).
@@ -229,10 +233,9 @@ def train_classifier(
     >>> # result = train_classifier(model, train, test, defense="midre", erase_max=0.8)
     """
     check_defense(defense)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("schedule", schedule, SCHEDULES)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ConfigError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("schedule", schedule, SCHEDULES)
+    check_int("batch_size", batch_size, minimum=2)
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
         raise ConfigError(f"eval_every must be an integer >= 0 (0: only at the end of each stage), got {eval_every!r}")
     if len(train) < 2:
@@ -273,8 +276,8 @@ def train_classifier(
     from ..defenses.losses import ConfidenceAdaptationLoss
 
     ca_loss = ConfidenceAdaptationLoss(a=ca_a, b=ca_b)
-    _check_choice("head_init", head_init, ("svd", "random"))
-    _check_choice("head_activation", head_activation, tuple(ACTIVATIONS))
+    check_choice("head_init", head_init, HEAD_INITS)
+    check_choice("head_activation", head_activation, tuple(ACTIVATIONS))
     check_positive_real("linear_range", linear_range)
     head = {"activation": head_activation, "init": head_init, "linear_range": linear_range}
     config = {
@@ -475,11 +478,6 @@ def default_rank(num_classes: int) -> int:
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-
-
 def _augment_name(augment: str | BatchAugment | None) -> Any:
     return augment.__dict__ if isinstance(augment, BatchAugment) else augment
 
@@ -578,7 +576,8 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
     builds the structure only (resuming: the weights are loaded next), with
     the global RNG left as it was so the resumed run stays exact. ``head``:
     ``activation``, ``linear_range`` (the warm start's pre-activation RMS) and
-    ``init`` (``"svd"``, or ``"random"``: a fresh head, the CALoR authors' way).
+    ``init`` (``"svd"``; ``"svd-lstsq"``: ``up`` refitted by least squares; ``"random"``:
+    a fresh head, the CALoR authors' way).
     """
     if _head_modules(model):
         return getattr(model, "midefend_hardening", None)
@@ -593,7 +592,7 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
     model.eval()  # calibrate on inference-mode features (BatchNorm running statistics)
     report = harden(
         model, rank=rank, activation=head["activation"], init="svd", calibration=calibration,
-        linear_range=head["linear_range"],
+        linear_range=head["linear_range"], refit_up=head["init"] == "svd-lstsq",
     )  # fmt: skip
     model.train(was_training)
     return report
