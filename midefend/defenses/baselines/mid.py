@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .._checks import check_positive_int
 
-__all__ = ["VariationalBottleneckHead", "gaussian_kl", "split_stats"]
+__all__ = ["BottleneckKL", "VariationalBottleneckHead", "add_bottleneck", "gaussian_kl", "split_stats"]
 
 #: ``beta`` when none is given (``engine.train_vib``'s default in the BiDO authors' code).
 DEFAULT_BETA = 1e-2
@@ -110,3 +110,24 @@ class BottleneckKL(nn.Module):
         mu, sigma = split_stats(self._stats.float())
         self._stats = None
         return F.cross_entropy(logits.float(), target) + self.beta * gaussian_kl(mu, sigma).mean()
+
+
+def add_bottleneck(model: nn.Module, dim: int | None = None, *, head: object = None) -> VariationalBottleneckHead:
+    """Replace ``model``'s linear classifier head by a :class:`VariationalBottleneckHead` (in place); returns it.
+
+    The head is found as :func:`midefend.harden` finds it (``head=`` a dotted path
+    overrides); the new head takes the old one's device and dtype (its weights are fresh).
+    """
+    from ...errors import ConfigError
+    from ..head_locations import find_head_paths
+
+    paths = find_head_paths(model, head)
+    if len(paths) != 1:
+        raise ConfigError(f"MID needs one classifier head, found {len(paths)}: {', '.join(paths)}")
+    old = model.get_submodule(paths[0])
+    if not isinstance(old, nn.Linear):
+        raise ConfigError(f"MID replaces an nn.Linear head, but {paths[0]!r} is {type(old).__name__}")
+    new = VariationalBottleneckHead(old.in_features, old.out_features, dim).to(device=old.weight.device, dtype=old.weight.dtype)
+    parent_path, _, name = paths[0].rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, name, new)
+    return new
