@@ -132,7 +132,8 @@ class TestBaselinesTrain:
 
     def test_mid_head_is_rebuilt_from_metadata(self, tiny, tmp_path):
         out = tmp_path / "mid.safetensors"
-        train_classifier(tiny_model(), tiny[0], defense="mid", epochs=1, bottleneck_dim=7, **FAST)  # the loop path
+        looped = train_classifier(tiny_model(), tiny[0], defense="mid", epochs=1, bottleneck_dim=7, **FAST).model
+        assert isinstance(looped.fc, VariationalBottleneckHead) and looped.fc.dim == 7  # the loop's own surgery
         train_target(tiny, defense="mid", epochs=1, bottleneck_dim=7, out=out, **FAST)
         ckpt = load_checkpoint(out)
         heads = [m for m in ckpt.model.modules() if isinstance(m, VariationalBottleneckHead)]

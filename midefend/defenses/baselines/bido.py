@@ -32,12 +32,11 @@ each VGG block and the final features.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..._validate import check_positive_real, fail, is_real
 from ...errors import ConfigError
 
 __all__ = ["HSICPenalty", "default_hidden_layers", "gaussian_kernel", "hsic", "hsic_normalized"]
@@ -131,10 +130,9 @@ class HSICPenalty(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("hsic_x", hsic_x), ("hsic_y", hsic_y)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-            raise ConfigError(f"sigma must be a positive number, got {sigma!r}")
+            if not is_real(value) or value < 0:
+                raise fail(name, "a non-negative number", value)
+        check_positive_real("sigma", sigma)
         self.num_classes, self.hsic_x, self.hsic_y, self.sigma = num_classes, float(hsic_x), float(hsic_y), float(sigma)
         self.measure = hsic_normalized if normalized else hsic
         self.layers = layers

@@ -26,12 +26,11 @@ tensor([[-0.0125,  1.0375, -0.0125, -0.0125]])
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..._validate import fail, is_real
 from ...errors import ConfigError
 
 __all__ = ["NegativeLabelSmoothingLoss", "smoothed_targets", "smoothing_schedule"]
@@ -42,8 +41,8 @@ DEFAULT_SMOOTHING = -0.05
 
 def check_smoothing(value: object) -> float:
     """A smoothing factor in ``[-1, 1)`` (a finite float), else a one-line ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not -1 <= value < 1:
-        raise ConfigError(f"smoothing must be a number in [-1, 1) (NLS uses about -0.05), got {value!r}")
+    if not is_real(value) or not -1 <= value < 1:
+        raise fail("smoothing", "a number in [-1, 1) (NLS uses about -0.05)", value)
     return float(value)
 
 

@@ -22,11 +22,9 @@ face-pretrained backbone) is the faithful setting where available.
 
 from __future__ import annotations
 
-import math
-
 import torch.nn as nn
 
-from ...errors import ConfigError
+from ..._validate import fail, is_real
 
 __all__ = ["DEFAULT_FREEZE", "check_fraction", "freeze_leading"]
 
@@ -35,8 +33,8 @@ DEFAULT_FREEZE = 0.5
 
 
 def check_fraction(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < 1:
-        raise ConfigError(f"freeze must be a fraction in [0, 1) of the parameters to freeze, got {value!r}")
+    if not is_real(value) or not 0 <= value < 1:
+        raise fail("freeze", "a fraction in [0, 1) of the parameters to freeze", value)
     return float(value)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +30,7 @@ from ...defenses.baselines.bido import HSICPenalty
 from ...defenses.baselines.mid import BottleneckKL, VariationalBottleneckHead, add_bottleneck
 from ...defenses.baselines.nls import NegativeLabelSmoothingLoss, check_smoothing, smoothing_schedule
 from ...defenses.baselines.tl import check_fraction, freeze_leading
-from ...errors import ConfigError
+from ..._validate import check_positive_int, fail, is_real
 from ..settings import TrainSettings
 from ..stages import Stage, defense_stages
 from .base import DefenseRecipe
@@ -44,8 +43,8 @@ def _one_stage(s: TrainSettings, loss: str) -> list[Stage]:
 
 
 def _check_non_negative(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+    if not is_real(value) or value < 0:
+        raise fail(name, "a non-negative number", value)
     return float(value)
 
 
@@ -75,8 +74,8 @@ class MutualInformationDefense(DefenseRecipe):
 
     def stages(self, s: TrainSettings) -> list[Stage]:
         _check_non_negative("beta", s.beta)
-        if s.bottleneck_dim is not None and (isinstance(s.bottleneck_dim, bool) or not isinstance(s.bottleneck_dim, int) or s.bottleneck_dim < 1):
-            raise ConfigError(f"bottleneck_dim must be a positive integer, got {s.bottleneck_dim!r}")
+        if s.bottleneck_dim is not None:
+            check_positive_int("bottleneck_dim", s.bottleneck_dim)
         return _one_stage(s, "mid")
 
     def prepare(self, model: nn.Module, s: TrainSettings, num_classes: int) -> None:
