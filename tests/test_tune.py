@@ -14,9 +14,9 @@ from midefend.errors import ConfigError
 from midefend.evaluation.tune import Row, choose, param_name, parse_values, tune
 
 
-def _data(n_per_class: int = 10, classes: int = 4) -> ClassificationData:
+def _data(n_per_class: int = 10, classes: int = 4, size: int = 8) -> ClassificationData:
     labels = torch.arange(classes).repeat_interleave(n_per_class)
-    return ClassificationData(torch.rand(len(labels), 1, 8, 8), labels, [f"c{i}" for i in range(classes)], name="toy")
+    return ClassificationData(torch.rand(len(labels), 1, size, size), labels, [f"c{i}" for i in range(classes)], name="toy")
 
 
 # rank -> (held-out accuracy, attack accuracy): lower rank protects more and costs more accuracy
@@ -98,3 +98,23 @@ def test_cli_errors_are_one_line(tmp_path):
     result = runner.invoke(app, ["tune", "--data", "digits", "--defense", "calor", "--param", "rank", "--values", "4,a", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "--values must be numbers separated by commas" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_default_trainer_and_scorer_run_end_to_end(tmp_path):
+    """The real path (no fakes) on tiny data: NoDef, TL from this run's NoDef, MI-Face scored by an evaluator."""
+    from midefend.evaluation.tune import DefaultTrainer, MIFaceScorer
+    from midefend.training.settings import TrainSettings
+
+    torch.manual_seed(0)
+    data = _data(n_per_class=6, classes=3, size=32)  # vgg_small (the judge) pools four times
+    settings = TrainSettings(epochs=1, batch_size=4, augment="none", channels_last=False, calor_lr=1e-3)
+    trainer = DefaultTrainer(arch_kwargs={"widths": (8, 16), "depths": (1, 1)})
+    result = tune(
+        data, defense="tl", param="freeze", values=[0.3], settings=settings, holdout=0.34, trainer=trainer,
+        scorer=MIFaceScorer(steps=2, eval_epochs=1), out_dir=tmp_path,
+    )  # fmt: skip
+    for row in (result.nodef, *result.rows):
+        assert 0.0 <= row.accuracy <= 1.0 and 0.0 <= row.attack_accuracy <= 1.0
+        assert row.accuracy * 3 == pytest.approx(round(row.accuracy * 3))  # one held-out image per class (2 of 6 -> 6 in all)
+    assert result.split["n_heldout"] == 6 and result.split["n_fit"] == 12
+    assert json.loads((tmp_path / "tune.json").read_text())["defense"] == "tl"
