@@ -165,3 +165,21 @@ class TestBaselinesTrain:
         monkeypatch.setattr(nls.NegativeLabelSmoothingLoss, "set_epoch", spy)
         train_classifier(tiny_model(), tiny[0], defense="nls", epochs=4, **FAST)
         assert seen == [0.0, 0.0, -0.05, -0.05]
+
+
+def test_cli_trains_a_baseline_and_lists_the_registry(orl_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from midefend.cli import app
+
+    monkeypatch.setenv("MIDEFEND_ORL_DIR", str(orl_dir))
+    runner = CliRunner()
+    out = tmp_path / "nls.safetensors"
+    args = ["train", "--data", "orl", "--size", "16", "--epochs", "1", "--defense", "nls", "--smoothing", "-0.1", "--out", str(out), "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(out)
+    assert ckpt.defense == {"name": "nls", "smoothing": -0.1, "warmup": 0.5, "ramp_end": 0.75}
+    assert ckpt.extra["training"]["knobs"] == {"smoothing": -0.1}
+    helptext = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "bido, calor, mid, midre, midre+calor, nls, nodef, tl" in helptext
