@@ -207,16 +207,9 @@ def write_markdown(summary: dict[str, Any], md_path: Path, results_dir: Path) ->
     body += [f"![privacy-utility trade-off]({os.path.relpath(results_dir / 'tradeoff.png', md_dir)})", "", "Goals:", ""]
     body += goal_lines(summary)
     body += ["", "Where the time went:", ""] + time_lines(summary) + ["", END]
-    text = md_path.read_text() if md_path.is_file() else "# midefend benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + "\n".join(body) + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(body) + "\n"
-    tmp = md_path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, md_path)
+    from markdown_section import replace_section
+
+    replace_section(md_path, START, END, body)
 
 
 def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:

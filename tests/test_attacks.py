@@ -247,7 +247,7 @@ class TestPriors:
 class TestAugmentAndSeeds:
     def test_identity_and_flip(self):
         x = torch.rand(2, 1, 6, 6)
-        params = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, -1.0]])
+        params = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0, -1.0]])
         out = apply_params(x, params)
         torch.testing.assert_close(out[0], x[0])
         torch.testing.assert_close(out[1], x[1].flip(-1))
@@ -255,9 +255,22 @@ class TestAugmentAndSeeds:
     def test_draw_ranges(self):
         p = draw_params(torch.Generator().manual_seed(0), (1000,), scale=(0.9, 1.0), flip=False)
         side = p[:, 0]
+        assert torch.equal(p[:, 0], p[:, 1])  # square crops
         assert float(side.min()) >= 0.9**0.5 - 1e-6 and float(side.max()) <= 1.0
-        assert bool(((p[:, 1].abs() <= 1 - side + 1e-6) & (p[:, 2].abs() <= 1 - side + 1e-6)).all())
-        assert bool((p[:, 3] == 1.0).all())
+        assert bool(((p[:, 2].abs() <= 1 - side + 1e-6) & (p[:, 3].abs() <= 1 - side + 1e-6)).all())
+        assert bool((p[:, 4] == 1.0).all())
+
+    def test_draw_ratio_and_area(self):
+        # RandomResizedCrop(scale=(0.5, 0.9), ratio=(0.8, 1.2)): area s_x * s_y and aspect s_x / s_y in range
+        # (up to the cap of a side at 1), offsets keep the crop inside, flips about half the time.
+        p = draw_params(torch.Generator().manual_seed(0), (4000,), scale=(0.5, 0.9), ratio=(0.8, 1.2), flip=True)
+        area, aspect = p[:, 0] * p[:, 1], p[:, 0] / p[:, 1]
+        uncapped = (p[:, 0] < 1) & (p[:, 1] < 1)
+        assert float(area[uncapped].min()) >= 0.5 - 1e-5 and float(area.max()) <= 0.9 + 1e-5
+        assert float(aspect[uncapped].min()) >= 0.8 - 1e-5 and float(aspect[uncapped].max()) <= 1.2 + 1e-5
+        assert float(aspect.min()) < 0.85 and float(aspect.max()) > 1.15  # the ratio is really drawn
+        assert bool(((p[:, 2].abs() <= 1 - p[:, 0] + 1e-6) & (p[:, 3].abs() <= 1 - p[:, 1] + 1e-6)).all())
+        assert 0.45 < float((p[:, 4] == -1).float().mean()) < 0.55
 
     def test_class_seeds_distinct(self):
         seeds = {class_seed(s, c) for s in range(5) for c in range(100)}

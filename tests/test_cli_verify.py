@@ -13,7 +13,7 @@ from midefend.cli import app
 from midefend.evaluation.verify import parse_classes
 from midefend.errors import ConfigError
 
-FAST = ["--steps", "4", "--per-class", "2", "--quiet"]
+FAST = ["--attack", "ppa", "--steps", "4", "--per-class", "2", "--quiet"]
 
 
 def _run(*args: str):
@@ -63,8 +63,9 @@ class TestCompare:
         result = _run(*args, "--prior", w.paths["prior"], "--out", out, *FAST)
         assert result.exit_code == 0, result.output
         table = (out / "compare.md").read_text().splitlines()
-        assert table[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ |"
-        assert [line.split(" | ")[0] for line in table[2:]] == ["| target", "| eval"]
+        assert table[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ | strongest attack |"
+        assert [line.split(" | ")[0] for line in table[2:4]] == ["| target", "| eval"]
+        assert [line.split(" | ")[-1] for line in table[2:4]] == ["ppa |", "ppa |"]
         rows = json.loads((out / "compare.json").read_text())["rows"]
         # From the saved reports alone (no attack): the same table.
         again = _run("compare", out / "target" / "report.json", out / "eval", "--out", tmp_path / "cmp2")

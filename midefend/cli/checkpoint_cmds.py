@@ -3,6 +3,7 @@
     midefend inspect model.safetensors            # a table, from the header alone
     midefend inspect model.safetensors --json     # the same as JSON (plus every tensor)
     midefend inspect model.safetensors --check    # also rebuild the model and load it strictly
+    midefend inspect calor.safetensors --regime   # the low-rank head's tanh regime on its training images
     midefend harden nodef.safetensors calor.safetensors --rank 16
 
 ``inspect`` never reads tensor data (unless ``--check``) and never unpickles.
@@ -36,6 +37,12 @@ def inspect_command(
     check: Annotated[
         bool, typer.Option("--check", help="Also rebuild the model and load its weights strictly (reads the tensors).")
     ] = False,
+    regime: Annotated[
+        bool, typer.Option("--regime", help="Measure the low-rank head's regime (tanh saturation) on the training images.")
+    ] = False,
+    data: Annotated[
+        Optional[str], typer.Option("--data", help="With --regime: orl, digits or a folder (default: the recorded data).")
+    ] = None,
 ) -> None:
     """Show a checkpoint's architecture, classes, input, head(s), defense and size (header only)."""
     from ..io.checkpoints import load_checkpoint, read_checkpoint_header
@@ -43,6 +50,10 @@ def inspect_command(
     info = read_checkpoint_header(ckpt)
     if check:
         load_checkpoint(ckpt)  # raises on any mismatch, NaN or unknown architecture
+    if regime:
+        from ..evaluation.regime import checkpoint_regime
+
+        info = {**info, "head_regime": checkpoint_regime(ckpt, data)}
     if as_json:
         if check:
             info = {**info, "check": "ok"}
@@ -150,6 +161,9 @@ def _info_table(info: dict[str, Any]) -> Table:
     table.add_row("normalisation", f"mean {_floats(info['mean'])}, std {_floats(info['std'])}")
     table.add_row("head(s)", _heads_text(info.get("hardening")))
     table.add_row("defense", _json_text(info.get("defense")))
+    recorded = (info.get("extra") or {}).get("head_regime")
+    if info.get("head_regime") or recorded:
+        table.add_row("head regime", _regime_text(info.get("head_regime") or {"data": "training record", "heads": recorded}))
     if info.get("extra"):
         table.add_row("extra", _json_text(info["extra"]))
     table.add_row("tensors", f"{info['num_tensors']:,} ({info['num_parameters']:,} values)")
@@ -168,6 +182,15 @@ def _heads_text(hardening: Optional[dict[str, Any]]) -> str:
             f"{item.get('in_features')} -> {item.get('num_classes')}, norm={hardening.get('norm')}"
         )
     return "\n".join(parts) or _json_text(hardening)
+
+
+def _regime_text(regime: dict[str, Any]) -> str:
+    lines = [
+        f"{path or 'head'}: pre-activation RMS {r['pre_rms']:.3g}, {r['saturated']:.1%} saturated (|z| > 2), "
+        f"mean {r['activation']}' {r['mean_slope']:.3g}"
+        for path, r in regime["heads"].items()
+    ]
+    return "\n".join(lines + [f"({regime['data']})"])
 
 
 def _floats(values: list[float]) -> str:

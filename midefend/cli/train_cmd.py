@@ -43,10 +43,15 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default per data set).")] = None,
     calor_epochs: Annotated[int, typer.Option("--calor-epochs", help="Fine-tune epochs (CALoR head stage, TL).")] = 10,
     calor_lr: Annotated[float, typer.Option("--calor-lr", help="Fine-tune learning rate (CALoR head stage, TL).")] = 1e-4,
-    ca_lr: Annotated[float, typer.Option("--ca-lr", help="CALoR confidence-adaptation learning rate.")] = 1e-4,
+    ca_lr: Annotated[
+        Optional[float], typer.Option("--ca-lr", help="CALoR confidence-adaptation learning rate (default 1e-4; authors 2e-5).")
+    ] = None,
     ca_params: Annotated[
-        str, typer.Option("--ca-params", help="What the CA fine-tune trains: head (low-rank head only) or all.")
-    ] = "head",
+        Optional[str], typer.Option("--ca-params", help="What the CA fine-tune trains: head (default) or all (authors).")
+    ] = None,
+    ca_optimizer: Annotated[
+        str, typer.Option("--ca-optimizer", help="default (the run's optimiser) or authors (SGD 0.9, MultiStepLR 3,4).")
+    ] = "default",
     ca_epochs: Annotated[int, typer.Option("--ca-epochs", help="CALoR confidence-adaptation epochs.")] = 5,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default per data set).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default per data set).")] = None,
@@ -89,6 +94,7 @@ def train(
         ca_epochs=ca_epochs,
         ca_lr=ca_lr,
         ca_params=ca_params,
+        ca_optimizer=ca_optimizer,
         lr=lr,
         batch_size=batch_size,
         augment=augment,

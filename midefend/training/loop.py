@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.datasets import ClassificationData
+from ..defenses.head_regime import regime_record
+from ..defenses._checks import check_positive_real
+from ..defenses.heads import ACTIVATIONS
 from ..io.checkpoints import _check_device as check_device
 from ..errors import ConfigError, DataError
 from .augment import BatchAugment, get_augment
@@ -173,8 +175,17 @@ def train_classifier(
         rank: CALoR's head rank (default :func:`default_rank` of the class count).
         pretrain_epochs, head_lr_mult, calor_lr, ca_epochs, ca_lr, ca_a, ca_b: CALoR's
             stages and confidence-adaptation loss ``a * p_y**b * log p_y``.
+        head_activation, head_init, linear_range: CALoR's head: its activation (``"tanh"``;
+            ``"identity"``, ``"relu"``, ``"sigmoid"`` for the paper's Table 5), ``"svd"`` warm start
+            from the trained head with pre-activation RMS ``linear_range`` or a ``"random"``
+            fresh head (see docs/calor.md). The heads' regime on the training images at the warm
+            start and at the end goes to ``result.extra`` (``head_regime_start``, ``head_regime``).
         ca_params: what the CA fine-tune trains: ``"head"`` (the low-rank head; the
             backbone is frozen in eval mode) or ``"all"`` (the authors' whole model).
+        ca_optimizer: ``"default"``: the CA stage uses ``optimizer`` and ``schedule`` at ``ca_lr``
+            (1e-4) on ``ca_params`` (``"head"``); ``"authors"``: the CALoR authors' stage 2, SGD
+            momentum 0.9 without Nesterov or weight decay, ``MultiStepLR`` x0.1 after epochs 3
+            and 4, ``ca_lr`` 2e-5 and ``ca_params`` ``"all"`` unless given (docs/calor.md).
         augment: preset name (``"none"``, ``"flip"``, ``"light"``, ``"strong"``,
             ``"digits"``) or a :class:`BatchAugment`.
         mean, std: input normalisation (default 0.5 per channel, as MIDRE's code).
@@ -222,6 +233,10 @@ def train_classifier(
         from ..defenses.surgery import check_harden_rank
 
         check_harden_rank(model, rank)  # before any pre-training, not after it
+    _check_choice("head_init", s.head_init, ("svd", "random"))
+    _check_choice("head_activation", s.head_activation, tuple(ACTIVATIONS))
+    check_positive_real("linear_range", s.linear_range)
+    head = {"activation": s.head_activation, "init": s.head_init, "linear_range": s.linear_range}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         recipe.prepare(model, s, train.num_classes)  # e.g. MID's bottleneck head, seeded like the run
@@ -230,12 +245,14 @@ def train_classifier(
         "optimizer": optimizer, "schedule": schedule,
         "batch_size": batch_size, "weight_decay": weight_decay, "augment": _augment_name(augment),
         "seed": seed, "amp": bool(amp), "stages": [dataclasses.asdict(st) for st in stages],
+        **({"head": head} if recipe.low_rank_head else {}),
     }  # fmt: skip
     defense_record = recipe.record(s, stages, model)
 
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
     hardening = None
+    extra: dict[str, Any] = {}  # the heads' regime at the warm start and at the end (CALoR)
     model.to(device)
     images, labels = train.images.to(device), train.labels.to(device)
     fingerprint = run_fingerprint(config, train, model) if resume is not None else ""
@@ -251,10 +268,11 @@ def train_classifier(
             if saved is not None and stage_index < saved["stage"]:
                 continue  # finished before the interruption; its weights come with the saved state
             if saved is not None and saved["hardened"] and not _head_modules(model):
-                hardening = _harden_once(model, rank, None)  # the structure only; weights are loaded below
+                hardening = _harden_once(model, rank, None, head)  # the structure only; weights are loaded below
             elif stage.harden_before:
                 calibration = normalize(images[torch.randperm(len(train), generator=data_gen)[:512]], mean, std)
-                hardening = _harden_once(model, rank, calibration)
+                hardening = _harden_once(model, rank, calibration, head)
+                extra["head_regime_start"] = regime_record(model, calibration)
             model.to(device)
             if channels_last:
                 model.to(memory_format=torch.channels_last)
@@ -262,8 +280,7 @@ def train_classifier(
             stage_scope.enter_context(recipe.stage_scope(model, stage, s))
             loss_fn = recipe.criterion(stage, s, train.num_classes)
             stage_scope.enter_context(criterion_attached(loss_fn, model))
-            optim = _make_optimizer(optimizer, _param_groups(model, stage), stage.lr, weight_decay)
-            sched = _make_schedule(schedule, optim, stage.epochs, _steps_per_epoch(len(train), batch_size))
+            optim, sched = _stage_optimizer(stage, optimizer, schedule, _param_groups(model, stage), weight_decay, len(train), batch_size)
             scaler = torch.amp.GradScaler(device.type, enabled=bool(amp) and _amp_dtype(device) == torch.float16)
             first_epoch = 1
             if saved is not None and stage_index == saved["stage"]:
@@ -310,6 +327,8 @@ def train_classifier(
             where = f"stage {stages[-1].name!r} epoch {stages[-1].epochs}"
             raise ConfigError(f"training diverged in {where} (the trained model's outputs are not finite); lower lr")
         test_accuracy = evaluate(model, test, mean=mean, std=std, device=device)["accuracy"] if test is not None else None
+        if _head_modules(model):
+            extra["head_regime"] = regime_record(model, normalize(images, mean, std), warn=f"{s.defense} training")
     return TrainResult(
         model=model,
         history=history,
@@ -322,6 +341,7 @@ def train_classifier(
         std=std,
         seconds=time.perf_counter() - started,
         hardening=hardening,
+        extra=extra,
     )
 
 
@@ -480,7 +500,7 @@ def _head_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, LowRankTanhHead)]
 
 
-def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor | None) -> Any:
+def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor | None, head: dict[str, Any]) -> Any:
     """``harden(model, rank)`` unless the model already carries a low-rank head.
 
     The SVD warm start sees the head's inputs on ``calibration`` (normalised
@@ -488,7 +508,9 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
     statistics and its tanh in the linear regime: the hardened model starts
     close to the trained one instead of from scratch. ``calibration=None``
     builds the structure only (resuming: the weights are loaded next), with
-    the global RNG left as it was so the resumed run stays exact.
+    the global RNG left as it was so the resumed run stays exact. ``head``:
+    ``activation``, ``linear_range`` (the warm start's pre-activation RMS) and
+    ``init`` (``"svd"``, or ``"random"``: a fresh head, the CALoR authors' way).
     """
     if _head_modules(model):
         return getattr(model, "midefend_hardening", None)
@@ -496,10 +518,15 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
 
     if calibration is None:
         with torch.random.fork_rng(devices=[]):
-            return harden(model, rank=rank, init="random")
+            return harden(model, rank=rank, activation=head["activation"], init="random")
+    if head["init"] == "random":
+        return harden(model, rank=rank, activation=head["activation"], init="random")
     was_training = model.training
     model.eval()  # calibrate on inference-mode features (BatchNorm running statistics)
-    report = harden(model, rank=rank, init="svd", calibration=calibration)
+    report = harden(
+        model, rank=rank, activation=head["activation"], init="svd", calibration=calibration,
+        linear_range=head["linear_range"],
+    )  # fmt: skip
     model.train(was_training)
     return report
 
@@ -515,6 +542,19 @@ def _param_groups(model: nn.Module, stage: Stage) -> list[dict[str, Any]]:
     base = [p for p in params if id(p) not in head_ids]
     head = [p for p in params if id(p) in head_ids]
     return [{"params": base, "lr": stage.lr}, {"params": head, "lr": stage.lr * stage.head_lr_mult}]
+
+
+def _stage_optimizer(
+    stage: Stage, optimizer: str, schedule: str, groups: list[dict[str, Any]], weight_decay: float, n: int, batch_size: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """The stage's fresh optimiser and its per-step schedule (the run's, or the stage's own ``"authors-sgd"``)."""
+    steps = _steps_per_epoch(n, batch_size)
+    if stage.optimizer == "authors-sgd":
+        # The CALoR authors' stage 2: plain SGD with momentum, MultiStepLR over epochs (stepped per batch here).
+        optim = torch.optim.SGD(groups, lr=stage.lr, momentum=0.9, nesterov=False, weight_decay=0.0)
+        return optim, torch.optim.lr_scheduler.MultiStepLR(optim, [m * steps for m in stage.milestones], gamma=0.1)
+    optim = _make_optimizer(optimizer, groups, stage.lr, weight_decay)
+    return optim, _make_schedule(schedule, optim, stage.epochs, steps)
 
 
 def _make_optimizer(kind: str, groups: list[dict[str, Any]], lr: float, weight_decay: float) -> torch.optim.Optimizer:

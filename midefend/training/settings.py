@@ -33,7 +33,9 @@ class TrainSettings:
     The defenses' knobs (see :mod:`midefend.training.recipes` for which recipe reads which):
 
     - ``erase_max``: MIDRE's ``a_h``; ``rank``, ``pretrain_epochs``, ``head_lr_mult``,
-      ``calor_lr``, ``ca_*``: CALoR's head and confidence-adaptation stages;
+      ``calor_lr``, ``ca_*``, ``head_*``, ``linear_range``: CALoR's head and
+      confidence-adaptation stages (``ca_lr``/``ca_params`` default to 1e-4 and ``"head"``,
+      or the authors' 2e-5 and ``"all"`` with ``ca_optimizer="authors"``);
     - ``smoothing``: NLS's factor (negative), ``nls_warmup``/``nls_ramp_end``: its schedule;
     - ``beta``, ``bottleneck_dim``: MID's KL weight and code size (default half the features);
     - ``hsic_x``, ``hsic_y``, ``hsic_sigma``: BiDO's weights and Gaussian kernel width;
@@ -53,10 +55,14 @@ class TrainSettings:
     head_lr_mult: float = 1.0
     calor_lr: float | None = None
     ca_epochs: int = 5
-    ca_lr: float = 1e-4
-    ca_params: str = "head"
+    ca_lr: float | None = None
+    ca_params: str | None = None
+    ca_optimizer: str = "default"
     ca_a: float = 1.0
     ca_b: float = 8.0
+    head_activation: str = "tanh"
+    head_init: str = "svd"
+    linear_range: float = 0.1
     smoothing: float = -0.05
     nls_warmup: float = 0.5
     nls_ramp_end: float = 0.75

@@ -50,6 +50,12 @@ from ..errors import ConfigError
 DEFENSES = ("nodef", "midre", "calor", "midre+calor")
 #: What the CA fine-tune trains: the low-rank head only (default), or the whole model.
 CA_PARAMS = ("head", "all")
+#: The CA fine-tune's optimiser: the run's own (``"default"``), or the CALoR authors' stage 2
+#: (``"authors"``: SGD momentum 0.9, no Nesterov, no weight decay, lr 2e-5, x0.1 after epochs 3 and 4,
+#: the whole model).
+CA_OPTIMIZERS = ("default", "authors")
+#: ``(lr, milestones in epochs, params)`` of the authors' CA stage.
+AUTHORS_CA = (2e-5, (3, 4), "all")
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,9 @@ class Stage:
         head_lr_mult: learning-rate factor for the low-rank head's parameters.
         head_only: train only the low-rank head; the backbone is frozen and kept in eval
             mode (its BatchNorm statistics do not move either).
+        optimizer: ``None`` (the run's optimiser and schedule) or ``"authors-sgd"`` (SGD momentum 0.9,
+            no Nesterov, no weight decay, ``MultiStepLR`` x0.1 after the epochs in ``milestones``).
+        milestones: epochs after which ``"authors-sgd"`` divides the learning rate by 10.
     """
 
     name: str
@@ -78,6 +87,8 @@ class Stage:
     harden_before: bool = False
     head_lr_mult: float = 1.0
     head_only: bool = False
+    optimizer: str | None = None
+    milestones: tuple[int, ...] = ()
 
 
 def check_defense(defense: str) -> str:
@@ -107,15 +118,25 @@ def defense_stages(
     head_lr_mult: float = 1.0,
     calor_lr: float | None = None,
     ca_epochs: int = 5,
-    ca_lr: float = 1e-4,
-    ca_params: str = "head",
+    ca_lr: float | None = None,
+    ca_params: str | None = None,
+    ca_optimizer: str = "default",
 ) -> list[Stage]:
-    """The stages of ``defense`` (table in the module docstring); validates every argument."""
+    """The stages of ``defense`` (table in the module docstring); validates every argument.
+
+    ``ca_lr`` and ``ca_params`` default to 1e-4 and ``"head"``, or to the authors' 2e-5 and
+    ``"all"`` with ``ca_optimizer="authors"``.
+    """
     check_defense(defense)
     # CALoR may skip its head stage (epochs=0): then only the CA fine-tune runs on the hardened model.
     _check_epochs("epochs", epochs, 0 if "calor" in defense else 1)
     _check_epochs("pretrain_epochs", pretrain_epochs, 0)
     _check_epochs("ca_epochs", ca_epochs, 0)
+    if ca_optimizer not in CA_OPTIMIZERS:
+        raise ConfigError(f"ca_optimizer must be one of {', '.join(CA_OPTIMIZERS)}, got {ca_optimizer!r}")
+    authors = ca_optimizer == "authors"
+    ca_lr = (AUTHORS_CA[0] if authors else 1e-4) if ca_lr is None else ca_lr
+    ca_params = (AUTHORS_CA[2] if authors else "head") if ca_params is None else ca_params
     _check_lr("lr", lr)
     _check_lr("ca_lr", ca_lr)
     _check_lr("head_lr_mult", head_lr_mult)
@@ -136,10 +157,13 @@ def defense_stages(
     if epochs:
         stages.append(Stage("head", epochs, calor_lr, erase=erase, harden_before=True, head_lr_mult=head_lr_mult))
     if ca_epochs:
-        stages.append(Stage("ca", ca_epochs, ca_lr, loss="ca", harden_before=not epochs, head_only=ca_params == "head"))
+        optimizer = {"optimizer": "authors-sgd", "milestones": AUTHORS_CA[1]} if authors else {}
+        stages.append(
+            Stage("ca", ca_epochs, ca_lr, loss="ca", harden_before=not epochs, head_only=ca_params == "head", **optimizer)
+        )
     if not epochs and not ca_epochs:
         raise ConfigError(f"defense {defense!r} needs epochs > 0 or ca_epochs > 0, got epochs=0 and ca_epochs=0")
     return stages
 
 
-__all__ = ["CA_PARAMS", "DEFENSES", "Stage", "check_defense", "defense_stages"]
+__all__ = ["AUTHORS_CA", "CA_OPTIMIZERS", "CA_PARAMS", "DEFENSES", "Stage", "check_defense", "defense_stages"]

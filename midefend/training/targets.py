@@ -106,8 +106,10 @@ def train_target(
             given here or in ``settings``.
         calor_epochs, calor_lr: the fine-tune stage of the recipes that start from a
             trained model (CALoR's head stage after the surgery, TL's fine-tune of the
-            unfrozen layers); ``ca_lr``, ``ca_epochs`` and ``ca_params`` (settings):
-            CALoR's CA fine-tune (of the head only, or ``"all"`` parameters).
+            unfrozen layers); ``ca_lr``, ``ca_epochs``, ``ca_params`` and ``ca_optimizer``
+            (settings): CALoR's CA fine-tune (of the head only, or ``"all"`` parameters;
+            ``ca_optimizer="authors"``: the authors' SGD stage, see
+            :func:`~midefend.training.train_classifier`).
         size, channels: image size and channels (default per data set: 64 grey
             for ORL, 32 grey for digits, 64 RGB for folders).
         split_seed: picks the train/test split; keep it fixed so targets and

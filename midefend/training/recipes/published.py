@@ -23,7 +23,7 @@ class _Published(DefenseRecipe):
         return defense_stages(
             self.name, epochs=s.epochs, lr=s.lr, erase_max=s.erase_max, pretrain_epochs=s.pretrain_epochs,
             head_lr_mult=s.head_lr_mult, calor_lr=s.calor_lr, ca_epochs=s.ca_epochs, ca_lr=s.ca_lr,
-            ca_params=s.ca_params,
+            ca_params=s.ca_params, ca_optimizer=s.ca_optimizer,
         )  # fmt: skip
 
     def criterion(self, stage: Stage, s: TrainSettings, num_classes: int) -> nn.Module:
