@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from ._validate import check_positive_int
 from .errors import ConfigError
 
 _SOURCES = ("timm", "torchvision", "midefend")
@@ -54,8 +55,7 @@ def split_arch(arch: str) -> tuple[str, str]:
 
 def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """Create an untrained model (no weights are ever downloaded)."""
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_positive_int("num_classes", num_classes)
     source, name = split_arch(arch)
     if source == "timm":
         import timm
@@ -79,8 +79,11 @@ def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any
 
 
 def _load_builtin() -> None:
-    # midefend's own small networks register themselves on import.
-    from . import nets  # noqa: F401
+    # midefend's own small networks, registered on first use (nets imports nothing from here)
+    from .nets import BUILTIN_ARCHITECTURES
+
+    for name, fn in BUILTIN_ARCHITECTURES.items():
+        _REGISTRY.setdefault(name, fn)
 
 
 __all__ = ["build_model", "list_architectures", "register_architecture", "split_arch"]

@@ -31,12 +31,11 @@ torch.Size([2, 256])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-from .architectures import register_architecture
 from .errors import ConfigError
 
 
@@ -164,13 +163,26 @@ class VGGSmall(_TimmLike):
         return self.features(x)
 
 
-@register_architecture("resnet_small")
+#: midefend's own architectures by name; :mod:`midefend.architectures` registers them (this module
+#: imports nothing of midefend's but the errors, so the two cannot form an import cycle).
+BUILTIN_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def _builtin(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        BUILTIN_ARCHITECTURES[name] = fn
+        return fn
+
+    return add
+
+
+@_builtin("resnet_small")
 def resnet_small(*, num_classes: int, in_chans: int = 3, **kwargs) -> ResNetSmall:
     """The default target model (``widths``, ``depths``, ``drop_rate`` adjustable)."""
     return ResNetSmall(num_classes, in_chans, **kwargs)
 
 
-@register_architecture("vgg_small")
+@_builtin("vgg_small")
 def vgg_small(*, num_classes: int, in_chans: int = 3, **kwargs) -> VGGSmall:
     """The default evaluation model (``widths``, ``hidden``, ``drop_rate`` adjustable)."""
     return VGGSmall(num_classes, in_chans, **kwargs)

@@ -26,11 +26,13 @@ from ..errors import MidefendError
 F = TypeVar("F", bound=Callable[..., Any])
 
 class _OneLineErrorGroup(TyperGroup):
-    """Usage errors (missing option, bad value) as one ``error:`` line and exit code 2.
+    """Usage errors as one ``error:`` line and exit code 2.
 
-    Click's default prints a usage block (typer: a boxed panel); a user piping
-    midefend into a script wants one line. Exit code 2 is click's and POSIX's
-    convention for "called wrongly"; anticipated errors while running exit 1.
+    The exit-code policy of every command: 2 when the command line is wrong (unknown command or
+    option, missing or malformed value, an input path that does not exist -- click checks those
+    before the command runs); 1 for anticipated errors while running (a corrupt or mismatched
+    file, bad data, a missing output folder); 130 on Ctrl-C. Click's default prints a usage block
+    (typer: a boxed panel); a user piping midefend into a script wants one line.
     """
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:

@@ -32,7 +32,7 @@ __all__ = ["harden_command", "inspect_command"]
 @app.command("inspect")
 @handle_errors
 def inspect_command(
-    ckpt: Annotated[Path, typer.Argument(metavar="CKPT", help="A midefend .safetensors checkpoint.")],
+    ckpt: Annotated[Path, typer.Argument(metavar="CKPT", help="A midefend .safetensors checkpoint.", exists=True, dir_okay=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the header as JSON instead of a table.")] = False,
     check: Annotated[
         bool, typer.Option("--check", help="Also rebuild the model and load its weights strictly (reads the tensors).")
@@ -67,7 +67,7 @@ def inspect_command(
 @app.command("harden")
 @handle_errors
 def harden_command(
-    src: Annotated[Path, typer.Argument(metavar="IN", help="Checkpoint to harden (.safetensors).")],
+    src: Annotated[Path, typer.Argument(metavar="IN", help="Checkpoint to harden (.safetensors).", exists=True, dir_okay=False)],
     dst: Annotated[Path, typer.Argument(metavar="OUT", help="Checkpoint to write (.safetensors).")],
     rank: Annotated[int, typer.Option("--rank", help="Rank r of the low-rank head, 1 <= r <= min(features, classes).")],
     activation: Annotated[str, typer.Option("--activation", help="tanh (CALoR), sigmoid, relu or identity.")] = "tanh",

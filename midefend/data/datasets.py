@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .._validate import check_positive_int
 from ..errors import ConfigError, DataError
 
 
@@ -119,8 +120,8 @@ class ClassificationData(Dataset):
                 f"give exactly one of train_per_class and test_fraction, got "
                 f"train_per_class={train_per_class!r}, test_fraction={test_fraction!r}"
             )
-        if train_per_class is not None and (not isinstance(train_per_class, int) or train_per_class < 1):
-            raise ConfigError(f"train_per_class must be a positive integer, got {train_per_class!r}")
+        if train_per_class is not None:
+            check_positive_int("train_per_class", train_per_class)
         if test_fraction is not None and not 0.0 < test_fraction < 1.0:
             raise ConfigError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
         generator = torch.Generator().manual_seed(seed)

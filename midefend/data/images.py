@@ -64,7 +64,7 @@ def read_image(
             image.load()
             picture = image
     except (UnidentifiedImageError, DecompressionBombError, OSError, ValueError) as exc:
-        raise DataError(f"cannot read image {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise DataError(f"cannot read image {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     width, height = picture.size
     if box is None:
         side = min(width, height)

@@ -18,7 +18,6 @@ No guessing: a head is found by one of three explicit rules, in this order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch.nn as nn
 import torchvision.models as tvm

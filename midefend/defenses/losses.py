@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._validate import check_choice
 from ..errors import ConfigError
 from ._checks import check_positive_real, describe
 
@@ -46,8 +47,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _check_hyper(a: Any, b: Any, reduction: Any) -> None:
     check_positive_real("a", a)
     check_positive_real("b", b)
-    if reduction not in _REDUCTIONS:
-        raise ConfigError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    check_choice("reduction", reduction, _REDUCTIONS)
 
 
 def _is_integer(t: torch.Tensor) -> bool:

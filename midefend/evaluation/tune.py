@@ -252,7 +252,7 @@ class MIFaceScorer:
     def __call__(self, result: Any, fit: ClassificationData, heldout: ClassificationData) -> dict[str, float]:
         from ..attacks.miface import MIFaceAttack
         from ..training.loop import evaluate
-        from .classifier import Classifier
+        from ..models.classifier import Classifier
 
         model, mean, std = result.model, result.mean, result.std
         accuracy = evaluate(model, heldout, mean=mean, std=std)["accuracy"]
@@ -270,7 +270,7 @@ class MIFaceScorer:
         if self._evaluator is None:
             from ..architectures import build_model
             from ..training.loop import train_classifier
-            from .classifier import Classifier
+            from ..models.classifier import Classifier
 
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed + 1)

@@ -41,9 +41,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._validate import check_bool, check_device
 from ..errors import CheckpointError, ConfigError, MidefendError
+from ..models.wrappers import unwrap_model
 from .atomic import atomic_write
 from .header import read_safetensors_header
+from .pickled import is_pickle_file, load_pickled_state_dict
 from .schema import decode_metadata, encode_metadata, make_metadata
 
 __all__ = [
@@ -218,11 +221,8 @@ def load_checkpoint(
             one that ``weights_only`` refuses).
         ConfigError: ``device`` is invalid or not available.
     """
-    from .legacy import is_pickle_file, load_pickled_state_dict
-
     device = _check_device(device)
-    if allow_pickle is not True and allow_pickle is not False:
-        raise ConfigError(f"allow_pickle must be True or False, got {allow_pickle!r}")
+    check_bool("allow_pickle", allow_pickle)
     name = str(path)
     if allow_pickle and is_pickle_file(path):
         load_pickled_state_dict(path)  # refuses malicious pickles (weights_only) before the hint below
@@ -309,43 +309,17 @@ def strip_state_dict_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def unwrap_model(model: Any) -> Any:
-    """The module inside ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` wrappers."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
-
-
 # --------------------------------------------------------------------------- internals
 
 
-def _check_device(device: Any) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError, OverflowError):  # an int index beyond int64 is a ValueError
-        raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
-    # Fail before reading and rebuilding anything (a CUDA build without a driver raises on query).
-    if device.type == "cuda" and not _cuda_available():
-        raise ConfigError(f"device {str(device)!r} is not available (no CUDA device found)")
-    return device
-
-
-def _cuda_available() -> bool:
-    try:
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - a CUDA build on a machine without a driver
-        return False
+_check_device = check_device  # the old private name (midefend.io.legacy and older callers)
 
 
 def _check_hardening_recorded(model: nn.Module, hardening: dict[str, Any] | None) -> None:
     # A LowRankTanhHead put in by hand cannot be rebuilt: the file would not say where it goes.
-    from ..defenses.surgery import check_hardened
+    from ..defenses.surgery import hardened_heads
 
-    heads = check_hardened(model)
+    heads = hardened_heads(model)
     if heads and not hardening:
         raise ConfigError(
             f"model has LowRankTanhHead(s) at {', '.join(heads)} but no model.midefend_hardening record, so the "

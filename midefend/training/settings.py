@@ -61,8 +61,8 @@ class TrainSettings:
     ca_a: float = 1.0
     ca_b: float = 8.0
     head_activation: str = "tanh"
-    head_init: str = "svd"
-    linear_range: float = 0.1
+    head_init: str = "svd-lstsq"
+    linear_range: float = 2.0
     smoothing: float = -0.05
     nls_warmup: float = 0.5
     nls_ramp_end: float = 0.75

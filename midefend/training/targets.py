@@ -20,8 +20,11 @@ CALoR recipes need a trained backbone (see :mod:`midefend.training.stages`):
 ``init=`` a NoDef checkpoint of the same architecture (fast: the benchmarks
 reuse their NoDef model), or, without it, the backbone is first trained for
 ``epochs`` with cross-entropy (plus erasing for ``midre+calor``); then the
-SVD-warm-started low-rank head and the backbone are fine-tuned for
-``calor_epochs`` (10) with cross-entropy at ``calor_lr`` (1e-4), and the CA
+low-rank head is warm-started in tanh's saturating regime (SVD ``down`` with
+pre-activation RMS 2, ``up`` refitted by least squares to the trained logits:
+``head_init="svd-lstsq"``, ``linear_range=2``) and, with the backbone,
+fine-tuned for ``calor_epochs`` (10) with cross-entropy at ``calor_lr``
+(1e-3; docs/calor.md has the measurements behind this recipe), and the CA
 fine-tune runs ``ca_epochs`` (5, the CALoR authors' stage-2 length) at
 ``ca_lr`` (1e-4) on the low-rank head only (``ca_params="head"``; the
 authors fine-tune everything, ``"all"``). On ORL, fine-tuning everything
@@ -44,6 +47,7 @@ from typing import Any
 import torch
 
 from ..architectures import build_model
+from ..distributed import is_main_process
 from ..data.datasets import ClassificationData
 from ..data.resolve import load_dataset
 from ..errors import ConfigError
@@ -79,7 +83,7 @@ def train_target(
     settings: TrainSettings | None = None,
     epochs: int | None = None,
     calor_epochs: int = 10,
-    calor_lr: float = 1e-4,
+    calor_lr: float = 1e-3,
     lr: float | None = None,
     batch_size: int | None = None,
     augment: str | None = None,
@@ -156,7 +160,7 @@ def train_target(
     if start is not None:
         result.extra["init"] = start
     saved_arch, saved_kwargs = recipe.architecture(arch, arch_kwargs, s)  # MID: the bottleneck head's wrapper
-    if out is not None:
+    if out is not None and is_main_process():  # torchrun: rank 0 writes the one checkpoint
         result.extra["checkpoint"] = str(save_result(result, out, arch=saved_arch, arch_kwargs=saved_kwargs, train=train))
     return result
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._checks import check_positive_int
+from ..._validate import check_positive_int
 
 __all__ = ["BottleneckKL", "VariationalBottleneckHead", "add_bottleneck", "gaussian_kl", "split_stats"]
 
