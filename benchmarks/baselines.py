@@ -33,7 +33,7 @@ RUNS = ("nls", "mid", "bido", "tl")
 def run_one(defense: str, args: argparse.Namespace) -> dict:
     kwargs = {"defense": defense, "out": args.out_dir / f"orl-{defense}.safetensors", "progress": not args.no_progress}
     if get_defense(defense).fine_tunes:
-        kwargs["init"] = args.init
+        kwargs.update(init=args.init, calor_lr=1e-4)  # the fine-tune lr the table was measured with
     else:
         kwargs["epochs"] = args.epochs
     load_before = os.getloadavg()[0]
