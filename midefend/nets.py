@@ -188,7 +188,7 @@ def vgg_small(*, num_classes: int, in_chans: int = 3, **kwargs) -> VGGSmall:
     return VGGSmall(num_classes, in_chans, **kwargs)
 
 
-@register_architecture("vib")
+@_builtin("vib")
 def vib(*, num_classes: int, in_chans: int = 3, base: str = "midefend/resnet_small", base_kwargs: dict | None = None,
         dim: int | None = None) -> nn.Module:  # fmt: skip
     """``base`` with MID's variational bottleneck head of ``dim`` units (default half the features).
