@@ -43,12 +43,14 @@ def _load() -> str:
     return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
+    """Verify each target in turn; ``publish(summary)`` after each, so an interrupted run keeps its finished targets."""
     from midefend.evaluation.verify import verify
 
     models_dir = args.out_dir / "targets"
     models_dir.mkdir(parents=True, exist_ok=True)
-    for stem in [*TARGETS.values(), args.eval_name]:
+    wanted = {label: stem for label, stem in TARGETS.items() if not args.only or stem in args.only.split(",")}
+    for stem in [*wanted.values(), args.eval_name]:
         src = args.targets_dir / f"{stem}.safetensors"
         if not src.is_file():
             sys.exit(f"missing {src}: train the ORL targets first (benchmarks/train_targets.py)")
@@ -65,14 +67,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "classes": args.classes,
         "options": options,
         "fast": args.fast,
+        "eval_model": args.eval_name,
+        "adaptive": args.adaptive,
+        "note": args.note,
         "targets": {},
     }
-    for label, stem in TARGETS.items():
+    for label, stem in wanted.items():
         start = time.perf_counter()
         report = verify(
             models_dir / f"{stem}.safetensors", eval_model=models_dir / f"{args.eval_name}.safetensors", prior="face-gan",
             classes=args.classes, out_dir=args.out_dir / stem, resume=args.resume, attack_options=options, fast=args.fast,
-            adaptive="auto", log=lambda line, s=stem: print(f"{s}: {line}", flush=True),
+            adaptive=args.adaptive, log=lambda line, s=stem: print(f"{s}: {line}", flush=True),
         )
         wall = time.perf_counter() - start
         summary["targets"][label] = {
@@ -90,7 +95,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "skipped": report["skipped_attacks"],
         }
         print(f"{stem}: verify {wall:.0f} s, strongest {report['strongest_attack']}, load {_load()}", flush=True)
-    summary["load_end"] = _load()
+        summary["load_end"] = _load()
+        publish(summary)
     return summary
 
 
@@ -122,10 +128,12 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         "",
         f"{summary['machine']}; {summary['date']}; load average (1/5/15 min) {summary['load_start']} at the start, "
         f"{summary['load_end']} at the end (the machine is shared: wall times are inflated by the other jobs). "
-        f"Classes: {summary['classes']}; options {summary['options']}{'; fast presets' if summary['fast'] else ''}. "
+        f"Classes: {summary['classes']}; options {summary['options']}{'; fast presets' if summary['fast'] else ''}; "
+        f"evaluation model `{summary['eval_model']}`; adaptive variants: {summary['adaptive']}. "
         "Each target gets `verify`'s default portfolio (white-box; GMI needs a prior with a discriminator and the face GAN has none); "
         "the adaptive variant follows the defense the checkpoint records. ± is the std over classes (one run per attack).",
         "",
+        *([f"**Note:** {summary['note']}", ""] if summary.get("note") else []),
         "| target | Acc | attack | adaptive | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -151,25 +159,31 @@ def markdown(summary: dict[str, Any]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets-dir", type=Path, default=Path("benchmarks/out/targets"))
-    parser.add_argument("--eval-name", default="orl-eval")
+    parser.add_argument("--eval-name", default="orl-eval", help="checkpoint stem of the evaluation model in --targets-dir")
+    parser.add_argument("--only", default="", help="comma-separated checkpoint stems to run (default: all four)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/out/attacks-portfolio"))
     parser.add_argument("--classes", default="all")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None)
     parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--adaptive", choices=("auto", "on", "off"), default="auto", help="verify's --adaptive (default auto: from the defense record)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. why a run was reduced)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    summary = run(args)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = args.results_dir / "attacks.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, args.results_dir / "attacks.json")
-    replace_section(args.results_md, START, END, markdown(summary))
+
+    def publish(summary: dict[str, Any]) -> None:
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        tmp = args.results_dir / "attacks.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, args.results_dir / "attacks.json")
+        replace_section(args.results_md, START, END, markdown(summary))
+
+    summary = run(args, publish)
     print("\n".join(markdown(summary)))
     return 0
 

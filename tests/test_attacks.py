@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 
+from attack_fixtures import record_chunks
 from attack_fixtures import tiny_world  # noqa: F401  (session fixture: tiny models, data, prior)
 from midefend.attacks import (
     Attack,
@@ -93,14 +94,7 @@ class TestResume:
             "attack.json", "class_00000.safetensors", "class_00002.safetensors", "class_00004.safetensors",
         ]
         (tmp_path / "a" / "class_00002.safetensors").unlink()  # as if interrupted before class 2 was written
-        calls = []
-        original = Attack._attack_chunk
-
-        def counting(self, ctx, chunk, advance):
-            calls.append(list(chunk))
-            return original(self, ctx, chunk, advance)
-
-        monkeypatch.setattr(Attack, "_attack_chunk", counting)
+        calls = record_chunks(monkeypatch, Attack)
         resumed = run_attack("ppa", tiny["target"], tiny["prior"], out_dir=tmp_path / "a", resume=True, **self.KW)
         assert calls == [[2]]
         assert torch.equal(resumed.images, full.images)
@@ -164,12 +158,12 @@ class TestAttackErrors:
 
 class TestRegistry:
     def test_builtin(self):
-        assert list_attacks() == ["gmi", "miface", "ppa"]
+        assert list_attacks() == ["brep", "gmi", "miface", "nes", "plg", "ppa"]
         assert list_attacks(include="*i*", exclude="gmi") == ["miface"]
         assert get_attack("miface").uses_prior is False
 
     def test_unknown(self):
-        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: gmi, miface, ppa"):
+        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: brep, gmi, miface, nes, plg, ppa"):
             get_attack("foo")
 
     def test_duplicate(self):

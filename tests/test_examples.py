@@ -13,7 +13,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"
 
 
 def test_there_are_examples():
-    assert [p.name for p in EXAMPLES] == ["harden_your_training_loop.py"]
+    assert [p.name for p in EXAMPLES] == ["ddp_train.py", "harden_your_training_loop.py"]
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
@@ -31,3 +31,19 @@ def test_example_runs_quick(script, orl_dir, tmp_path):
     ckpt = load_checkpoint(out)
     assert ckpt.arch == "timm/resnet18" and ckpt.hardening is not None
     assert ckpt.defense["name"] == "midre+calor"
+
+
+def test_ddp_example_on_two_cpu_processes(orl_dir, tmp_path):
+    """examples/ddp_train.py under torchrun: 2 gloo processes, rank 0 writes a checkpoint that loads."""
+    script = next(p for p in EXAMPLES if p.name == "ddp_train.py")
+    out = tmp_path / "ddp.safetensors"
+    env = {**os.environ, "MIDEFEND_EXAMPLES_QUICK": "1", "MIDEFEND_ORL_DIR": str(orl_dir), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Warning" not in done.stderr, done.stderr
+    assert done.stdout.count("saved ") == 1 and "on 2 process(es)" in done.stdout  # rank 0 alone saves
+    from midefend.io.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(out)
+    assert ckpt.hardening is not None and ckpt.extra["world_size"] == 2

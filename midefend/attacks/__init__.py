@@ -1,8 +1,8 @@
-"""midefend.attacks: model-inversion attacks (PPA, GMI, MI-Face), their losses and generator priors.
+"""midefend.attacks: model-inversion attacks (PPA, GMI, MI-Face, PLG-MI, NES, BREP-MI), their losses and generator priors.
 
 >>> from midefend.attacks import list_attacks
 >>> list_attacks()
-['gmi', 'miface', 'ppa']
+['brep', 'gmi', 'miface', 'nes', 'plg', 'ppa']
 """
 
 from __future__ import annotations

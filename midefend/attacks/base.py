@@ -302,6 +302,7 @@ class Attack:
         resume: bool = False,
         device: str | torch.device | None = None,
         progress: bool = False,
+        shard: Any = None,
     ) -> AttackResult:
         """Attack ``target`` for ``classes`` (default: all); see the module docstring.
 
@@ -313,6 +314,8 @@ class Attack:
             resume: reuse the per-class results already in ``out_dir``.
             device: where to compute (default: the target's device).
             progress: draw a rich progress bar on stderr.
+            shard: ``"i/N"`` or a :class:`~midefend.attacks.sharding.Shard`: compute only
+                shard ``i`` of ``N`` of the chunks (:mod:`~midefend.attacks.sharding`).
         """
         if not isinstance(target, Classifier):
             raise ConfigError(f"target must be a midefend Classifier (wrap your model with Classifier(...)), got {type(target).__name__}")
@@ -327,18 +330,26 @@ class Attack:
             raise ConfigError("resume=True needs out_dir (the folder of the interrupted run)")
         self.check_prior(prior)
 
-        store = _ResultStore(Path(out_dir), self._state(target, prior, class_list)) if out_dir is not None else None
-        done = store.open(resume) if store is not None else {}
+        precision = resolve_precision(self.options["precision"], dev)
+        state = self._state(target, prior, class_list, precision)
         chunks = self._chunks(class_list)
+        if shard is not None:  # whole chunks of the full list, so every batch is the single-process one
+            from .sharding import Shard
+
+            shard = Shard.parse(shard)
+            chunks = shard.select(chunks)
+            class_list = [c for chunk in chunks for c in chunk]
+            state.update(classes=class_list, all_classes=state["classes"], shard=str(shard))
+        store = _ResultStore(Path(out_dir), state) if out_dir is not None else None
+        done = store.open(resume) if store is not None else {}
         todo = [chunk for chunk in chunks if not all(c in done for c in chunk)]
 
         target.to(dev)
         if prior is not None:
             prior.to(dev)
-        precision = resolve_precision(self.options["precision"], dev)
         ctx = _Context(target, prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
         start = time.perf_counter()
-        with _channels_last(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
+        with channels_last_context(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
             for chunk in todo:
                 images, conf = self._attack_chunk(ctx, chunk, advance)
                 for i, c in enumerate(chunk):
@@ -349,8 +360,8 @@ class Attack:
         return AttackResult(
             attack=self.name,
             classes=class_list,
-            images=torch.stack([done[c][0] for c in class_list]),
-            target_confidence=torch.stack([done[c][1] for c in class_list]),
+            images=torch.stack([done[c][0] for c in class_list]) if class_list else torch.empty(0),
+            target_confidence=torch.stack([done[c][1] for c in class_list]) if class_list else torch.empty(0),
             config={**self.config(), "precision_used": precision},
             seconds=seconds,
         )
@@ -387,10 +398,11 @@ class Attack:
         size = math.ceil(len(class_list) / n_chunks)
         return [class_list[i : i + size] for i in range(0, len(class_list), size)]
 
-    def _state(self, target: Classifier, prior: GenerativePrior | None, class_list: list[int]) -> dict[str, Any]:
+    def _state(self, target: Classifier, prior: GenerativePrior | None, class_list: list[int], precision: str) -> dict[str, Any]:
         return {
             "format": "midefend-attack-state",
             "config": self.config(),
+            "precision_used": precision,
             "classes": class_list,
             "target_sha256": _module_digest(target.model),
             "prior": prior.config() if prior is not None else None,
@@ -469,11 +481,13 @@ class Attack:
 
     def cost(self, num_classes: int) -> dict[str, int]:
         """What a run over ``num_classes`` classes costs, in images through the target: ``optimisation``
-        (forward and backward), ``selection`` and ``init`` (forward only), and ``kept`` reconstructions."""
+        (forward and backward; ``renders`` of them also through the prior, once per step), ``selection``
+        and ``init`` (forward only), and ``kept`` reconstructions."""
         o = self.options
         n = num_classes * o["candidates"]
         return {
             "optimisation": n * o["steps"] * max(1, o["eot"]),
+            "renders": n * o["steps"],
             "selection": n * (o["selection_augs"] + 1),
             "init": 0,
             "kept": num_classes * o["per_class"],
@@ -617,7 +631,7 @@ def _module_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-class _channels_last:
+class channels_last_context:
     """Switch target and prior to channels_last for the run, restore the default layout afterwards."""
 
     def __init__(self, *modules: torch.nn.Module | None) -> None:

@@ -29,6 +29,17 @@ from ._progress import progress_bar
 from .priors import DCGANDiscriminator, DCGANGenerator, GenerativePrior, save_prior
 
 
+def dcgan_init_(module: nn.Module) -> nn.Module:
+    """DCGAN initialisation in place: convolutions ``N(0, 0.02)``, BatchNorm scales ``N(1, 0.02)``, biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
+
+
 def train_prior(
     data: Any,
     out: str | Path | None = None,
@@ -75,13 +86,8 @@ def train_prior(
         torch.manual_seed(seed)
         generator = DCGANGenerator(latent_dim, channels, width, size)
         discriminator = DCGANDiscriminator(channels, width, size)
-        for m in [*generator.modules(), *discriminator.modules()]:
-            # DCGAN initialisation: convolutions N(0, 0.02), BatchNorm scales N(1, 0.02).
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.normal_(m.weight, 1.0, 0.02)
-                nn.init.zeros_(m.bias)
+        dcgan_init_(generator)
+        dcgan_init_(discriminator)
     generator.to(device).train()
     discriminator.to(device).train()
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))

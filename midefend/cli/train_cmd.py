@@ -36,7 +36,16 @@ def train(
     erase_max: Annotated[float, typer.Option("--erase-max", help="MIDRE a_h: erased area ~ U[0.1, a_h].")] = 0.4,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default per data set).")] = None,
     calor_epochs: Annotated[int, typer.Option("--calor-epochs", help="CALoR head-training epochs.")] = 10,
-    calor_lr: Annotated[float, typer.Option("--calor-lr", help="CALoR head-stage learning rate.")] = 1e-4,
+    calor_lr: Annotated[float, typer.Option("--calor-lr", help="CALoR head-stage learning rate.")] = 1e-3,
+    head_init: Annotated[
+        str, typer.Option("--head-init", help="CALoR head start: svd-lstsq (saturated, default), svd (copy) or random.")
+    ] = "svd-lstsq",
+    linear_range: Annotated[
+        float, typer.Option("--linear-range", help="RMS of the tanh input at the warm start (2: saturating; 0.1: linear).")
+    ] = 2.0,
+    head_activation: Annotated[
+        str, typer.Option("--head-activation", help="tanh (CALoR), sigmoid, relu or identity (the paper's Table 5).")
+    ] = "tanh",
     ca_lr: Annotated[
         Optional[float], typer.Option("--ca-lr", help="CALoR confidence-adaptation learning rate (default 1e-4; authors 2e-5).")
     ] = None,
@@ -83,6 +92,9 @@ def train(
         ca_lr=ca_lr,
         ca_params=ca_params,
         ca_optimizer=ca_optimizer,
+        head_init=head_init,
+        linear_range=linear_range,
+        head_activation=head_activation,
         lr=lr,
         batch_size=batch_size,
         augment=augment,
@@ -96,6 +108,10 @@ def train(
         progress=not quiet,
         resume=out.with_name(out.name + ".state.pt") if resume else None,
     )
+    from ..distributed import is_main_process
+
+    if not is_main_process():
+        return  # torchrun: rank 0 reports
     accuracy = f"{result.test_accuracy:.1%}" if result.test_accuracy is not None else "n/a"
     console.print(
         f"{defense} {arch} on {data}: test accuracy {accuracy}, "

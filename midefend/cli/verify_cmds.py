@@ -102,19 +102,31 @@ def verify_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/verify-<checkpoint name>).", file_okay=False)] = None,
     resume: _ResumeOpt = False,
     quiet: _QuietOpt = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Attack only shard i/N of the classes (0 <= i < N, e.g. a job array); no report.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Attack nothing: merge all shards' results in --out and write the report.")] = False,
+    class_batch: Annotated[Optional[int], typer.Option("--class-batch", help="Classes attacked together (a memory bound; the unit of sharding).")] = None,
 ) -> None:
-    """Attack CHECKPOINT with every allowed attack and write report.json, report.md and the grids."""
+    """Attack CHECKPOINT with every allowed attack and write report.json, report.md and the grids (sharded: docs/distributed.md)."""
     from ..evaluation.verify import verify
 
     common = {
         "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
         "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed),
     }
+    if class_batch is not None:
+        common["attack_options"]["class_batch"] = class_batch
     if dry_run:
         _print_dry_run([checkpoint], common, repeats)
         return
     out_dir = out or Path("runs") / f"verify-{checkpoint.stem}"
-    report = verify(checkpoint, **common, repeats=repeats, out_dir=out_dir, resume=resume, progress=not quiet, log=None if quiet else console.print)
+    report = verify(
+        checkpoint, **common, repeats=repeats, out_dir=out_dir, resume=resume, progress=not quiet, log=None if quiet else console.print, shard=shard, merge=merge
+    )
+    if report.get("format") == "midefend-verify-shard":
+        then = "when all shards are done, run the same command with --merge" if report["merged_by"] == "--merge" else "rank 0 writes the report"
+        done = sum(len(r["classes"]) for r in report["runs"])
+        console.print(f"shard {report['shard']}: {done} class result(s) in {len(report['runs'])} attack run(s) under {out_dir}; {then}", highlight=False, soft_wrap=True)
+        return
     from ..evaluation.reports import comparison_rows
 
     _print_attacks(report)

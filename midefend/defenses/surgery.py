@@ -198,6 +198,7 @@ def harden(
     allow_rehardening: bool = False,
     calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
     linear_range: float = 0.1,
+    refit_up: bool = False,
 ) -> HardenReport:
     """Replace the classifier head(s) of ``model`` by :class:`LowRankTanhHead`, in place by default.
 
@@ -226,6 +227,9 @@ def harden(
             assumes standardised features, which trained features rarely are,
             and a ``UserWarning`` says so.
         linear_range: RMS of the activation's input at the warm start (``from_linear``).
+        refit_up: after the SVD warm start, set each head's ``up`` by least squares to
+            reproduce the original logits on ``calibration`` (``from_linear``): with a large
+            ``linear_range`` this starts saturated and still near the trained logits.
 
     Returns:
         a :class:`HardenReport`; ``report.to_dict()`` is also stored as
@@ -252,6 +256,9 @@ def harden(
     check_choice("init", init, _INITS)
 
     check_positive_real("linear_range", linear_range)
+    check_bool("refit_up", refit_up)
+    if refit_up and (init != "svd" or calibration is None):
+        raise ConfigError("refit_up=True needs init='svd' and calibration data")
     batches = _calibration_batches(calibration) if calibration is not None else []
 
     root = unwrap_model(model)
@@ -288,7 +295,7 @@ def harden(
 
     replaced = []
     for path, old in plan.items():
-        new = _new_head(old, rank, activation, norm, init, features.get(path), linear_range)
+        new = _new_head(old, rank, activation, norm, init, features.get(path), linear_range, refit_up)
         new.train(old.training)
         _set_submodule(root, path, new)
         replaced.append(HeadReplacement(path, new.in_features, new.num_classes, new.rank))
@@ -345,11 +352,13 @@ def _new_head(
     init: str,
     features: torch.Tensor | None,
     linear_range: float,
+    refit_up: bool = False,
 ) -> LowRankTanhHead:
     if init == "svd":
         return LowRankTanhHead.from_linear(
-            old, rank, activation=activation, norm=norm, features=features, linear_range=linear_range
-        )
+            old, rank, activation=activation, norm=norm, features=features, linear_range=linear_range,
+            refit_up=refit_up and features is not None,
+        )  # fmt: skip
     weight = old.down.weight if isinstance(old, LowRankTanhHead) else old.weight
     in_features, num_classes = _head_shape(old)
     return LowRankTanhHead(

@@ -141,17 +141,18 @@ def prepare_verify(
     """
     from ..attacks import get_attack, list_attacks, load_prior
     from ..attacks.priors import GenerativePrior
-    from .portfolio import plan_portfolio
+    from .portfolio import allowed_threat_models, plan_portfolio
 
+    allowed = allowed_threat_models(threat_model)  # a bad threat model or attack name fails before anything is loaded
     if attack is not None:
-        get_attack(attack)  # an unknown name fails before anything is loaded
+        get_attack(attack)
     target_ckpt = _load(checkpoint, device)
     eval_ckpt = _load(eval_model, device)
     if eval_ckpt.num_classes != target_ckpt.num_classes:
         raise ConfigError(f"the evaluation model has {eval_ckpt.num_classes} classes but the target has {target_ckpt.num_classes}")
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
     train, test = load_private_data(target_ckpt, data, split_seed=split_seed)
-    names = [attack] if attack is not None else list_attacks()
+    names = [attack] if attack is not None else [n for n in list_attacks() if get_attack(n).threat_model in allowed]
     the_prior = None
     if prior is not None and any(get_attack(n).uses_prior for n in names):
         the_prior = prior if isinstance(prior, GenerativePrior) else load_prior(prior, device=device)
@@ -186,6 +187,8 @@ def verify(
     split_seed: int | None = None,
     attack_options: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    shard: str | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Attack ``checkpoint`` with a portfolio of attacks; write ``report.json``, ``report.md`` and grids to ``out_dir``.
 
@@ -207,18 +210,25 @@ def verify(
         resume: reuse the per-class results of an interrupted run in ``out_dir``.
         attack_options: shared attack options (``per_class``, ``steps``, ``loss``, ``seed`` ...).
         log: called with one line per finished attack.
+        shard, merge: ``shard="i/N"`` attacks shard ``i`` of ``N`` of every attack run's
+            classes and writes no report; ``merge=True`` attacks nothing and writes the
+            report from all shards' results; under torchrun each rank attacks its shard
+            and rank 0 writes the report (:mod:`midefend.attacks.sharding`, docs/distributed.md).
 
     Returns:
         the report dict (as written to ``report.json``): the headline ``metrics`` and
         ``attack`` are those of ``strongest_attack``; ``attacks`` holds one row per attack.
+        A shard alone returns ``{"format": "midefend-verify-shard", ...}`` instead.
     """
-    from ..attacks import run_attack
+    from ..attacks.sharding import run_sharded
+    from ..distributed import detect_world, local_device
     from .aggregate import combine_runs, strongest
     from .reports import verdict_line
 
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ConfigError(f"repeats must be a positive integer, got {repeats!r}")
     start = time.perf_counter()
+    device = str(local_device(device, detect_world()))  # under torchrun: one GPU per rank
     run = prepare_verify(
         checkpoint, eval_model=eval_model, data=data, prior=prior, attack=attack, threat_model=threat_model, adaptive=adaptive,
         fast=fast, classes=classes, device=device, split_seed=split_seed, attack_options=attack_options,
@@ -228,15 +238,25 @@ def verify(
     base_seed = int((attack_options or {}).get("seed", 0))
     rows: list[dict[str, Any]] = []
     grids: dict[str, torch.Tensor] = {}
+    shards: list[dict[str, Any]] = []
     for plan in run.planned:
         results, metrics = [], []
         for r in range(repeats):
             instance = plan.build(seed=base_seed + r)
             folder = attack_dir(out, plan.label, run=r, portfolio=attack is None or len(run.planned) > 1, repeats=repeats)
             uses_prior = type(instance).uses_prior
-            result = run_attack(instance, target, run.prior if uses_prior else None, classes=run.classes, out_dir=folder, resume=resume, device=device, progress=progress)
+            part = run_sharded(
+                instance, target, run.prior if uses_prior else None, classes=run.classes, out_dir=folder, resume=resume, device=device,
+                progress=progress, shard=shard, merge=merge,
+            )
+            if not part.complete:  # this process attacked one shard: no metrics here
+                shards.append({"folder": str(folder / part.shard.dirname), "classes": part.result.classes})
+                continue
+            result = part.result
             results.append(result)
             metrics.append(evaluate_attack(result, evaluator, run.train, target=target, test=run.test))
+        if not results:
+            continue
         queries = [res.config.get("queries") for res in results]
         row = {
             "name": plan.label,
@@ -259,6 +279,8 @@ def verify(
             m = row["metrics"]
             log(f"{plan.label}: attack acc@1 {100 * m['attack_acc_top1']:.1f}%, target's own acc on its reconstructions "
                 f"{100 * (m.get('target_acc_top1') or 0):.1f}%, {row['seconds']:.0f} s")
+    if shards:
+        return {"format": "midefend-verify-shard", "shard": shard or f"{part.shard}", "runs": shards, "merged_by": "--merge" if shard else "rank 0"}
     best = strongest(rows)
     classes_done = list(run.classes) if run.classes is not None else list(range(run.target_ckpt.num_classes))
     firsts = torch.stack([run.train.images[(run.train.labels == c).nonzero()[0, 0]] for c in classes_done])

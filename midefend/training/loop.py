@@ -49,12 +49,16 @@ from .._validate import check_choice, check_device, check_int, check_positive_re
 from ..defenses.head_regime import regime_record
 from ..defenses.heads import ACTIVATIONS
 from ..errors import ConfigError, DataError
+from ..distributed import detect_world, local_device, process_group
 from .augment import BatchAugment, get_augment
+from .distributed import DataParallelPlan, plan_data_parallel, sync_head_norms, unsync_head_norms
 from .progress import TrainingProgress
 from .resume import load_state, run_fingerprint, save_state
 from .stages import Stage, check_defense, defense_stages
 
 OPTIMIZERS = ("adamw", "sgd")
+#: CALoR head initialisations: SVD warm start, SVD with ``up`` refitted by least squares, fresh.
+HEAD_INITS = ("svd", "svd-lstsq", "random")
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -165,8 +169,8 @@ def train_classifier(
     ca_a: float = 1.0,
     ca_b: float = 8.0,
     head_activation: str = "tanh",
-    head_init: str = "svd",
-    linear_range: float = 0.1,
+    head_init: str = "svd-lstsq",
+    linear_range: float = 2.0,
     augment: str | BatchAugment | None = "light",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
@@ -197,9 +201,12 @@ def train_classifier(
         pretrain_epochs, head_lr_mult, calor_lr, ca_epochs, ca_lr, ca_a, ca_b: CALoR's
             stages and confidence-adaptation loss ``a * p_y**b * log p_y``.
         head_activation, head_init, linear_range: CALoR's head: its activation (``"tanh"``;
-            ``"identity"``, ``"relu"``, ``"sigmoid"`` for the paper's Table 5), ``"svd"`` warm start
-            from the trained head with pre-activation RMS ``linear_range`` or a ``"random"``
-            fresh head (see docs/calor.md). The heads' regime on the training images at the warm
+            ``"identity"``, ``"relu"``, ``"sigmoid"`` for the paper's Table 5) and its start:
+            ``"svd-lstsq"`` (default) warm-starts ``down`` by SVD with pre-activation RMS
+            ``linear_range`` (2: saturating) and refits ``up`` by least squares to the trained
+            logits; ``"svd"`` keeps ``up``'s SVD scaling (with ``linear_range=0.1``: a faithful
+            linear copy of the trained head, not CALoR's mechanism); ``"random"``: a fresh head
+            (see docs/calor.md). The heads' regime on the training images at the warm
             start and at the end goes to ``result.extra`` (``head_regime_start``, ``head_regime``).
         ca_params: what the CA fine-tune trains: ``"head"`` (the low-rank head; the
             backbone is frozen in eval mode) or ``"all"`` (the authors' whole model).
@@ -219,6 +226,9 @@ def train_classifier(
         resume: a file for the training state, written after every epoch; if it
             exists, training continues after its last epoch with the same result
             as an uninterrupted run (see :mod:`midefend.training.resume`).
+
+    Under ``torchrun`` (more than one process) the loop trains data-parallel with
+    DDP; ``batch_size`` stays the global batch (:mod:`midefend.training.distributed`).
 
     >>> # result = train_classifier(model, train, test, defense="midre", erase_max=0.8)
     """
@@ -251,7 +261,9 @@ def train_classifier(
         raise ConfigError(f"mean and std need {channels} values (std > 0) for {channels}-channel images, got {mean}, {std}")
     if weight_decay is None:
         weight_decay = 0.05 if optimizer == "adamw" else 5e-4
-    device = check_device(device)
+    world = detect_world()
+    device = check_device(local_device(device, world))  # torchrun: cuda -> cuda:LOCAL_RANK
+    plan = plan_data_parallel(world, batch_size)
     check_seed("seed", seed)
     if amp is None:
         amp = device.type == "cuda"
@@ -264,7 +276,7 @@ def train_classifier(
     from ..defenses.losses import ConfidenceAdaptationLoss
 
     ca_loss = ConfidenceAdaptationLoss(a=ca_a, b=ca_b)
-    check_choice("head_init", head_init, ("svd", "random"))
+    check_choice("head_init", head_init, HEAD_INITS)
     check_choice("head_activation", head_activation, tuple(ACTIVATIONS))
     check_positive_real("linear_range", linear_range)
     head = {"activation": head_activation, "init": head_init, "linear_range": linear_range}
@@ -273,6 +285,7 @@ def train_classifier(
         "batch_size": batch_size, "weight_decay": weight_decay, "augment": _augment_name(augment),
         "seed": seed, "amp": bool(amp), "stages": [dataclasses.asdict(s) for s in stages],
         **({"head": head} if "calor" in defense else {}),
+        "world_size": world.size if world is not None else 1,
     }  # fmt: skip
     defense_record = _defense_record(defense, erase_max=erase_max, rank=rank, ca_a=ca_a, ca_b=ca_b, stages=stages)
 
@@ -283,14 +296,19 @@ def train_classifier(
     model.to(device)
     images, labels = train.images.to(device), train.labels.to(device)
     fingerprint = run_fingerprint(config, train, model) if resume is not None else ""
-    with _forked_rng(device, seed), TrainingProgress(enabled=progress) as bar:
+    main = world is None or world.is_main
+    with process_group(device), _forked_rng(device, seed), TrainingProgress(enabled=progress and main) as bar:
         data_gen = torch.Generator().manual_seed(seed)
-        erase_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        erase_gen = torch.Generator(device=device).manual_seed(plan.erase_seed(seed) if plan else seed + 1)
+        if plan is not None:
+            torch.manual_seed(plan.rng_seed(seed))  # dropout: a stream per rank
         saved = load_state(resume, fingerprint) if resume is not None else None
         if saved is not None:
             history = list(saved["history"])
             data_gen.set_state(saved["data_gen"])
             erase_gen.set_state(saved["erase_gen"].to(erase_gen.get_state().device))
+            if plan is not None:
+                plan.restore_streams(saved, erase_gen)
         for stage_index, stage in enumerate(stages):
             if saved is not None and stage_index < saved["stage"]:
                 continue  # finished before the interruption; its weights come with the saved state
@@ -301,9 +319,14 @@ def train_classifier(
                 hardening = _harden_once(model, rank, calibration, head)
                 extra["head_regime_start"] = regime_record(model, calibration)
             model.to(device)
+            if plan is not None:
+                sync_head_norms(model, device)  # before the optimiser takes the parameters
             if channels_last:
                 model.to(memory_format=torch.channels_last)
-            optim, sched = _stage_optimizer(stage, optimizer, schedule, _param_groups(model, stage), weight_decay, len(train), batch_size)
+            optim, sched = _stage_optimizer(
+                stage, optimizer, schedule, _param_groups(model, stage), weight_decay, len(train), batch_size,
+                steps=plan.steps_per_epoch(len(train)) if plan else None,
+            )  # fmt: skip
             scaler = torch.amp.GradScaler(device.type, enabled=bool(amp) and _amp_dtype(device) == torch.float16)
             first_epoch = 1
             if saved is not None and stage_index == saved["stage"]:
@@ -319,9 +342,11 @@ def train_classifier(
                 augment=get_augment(stage.augment) if stage.augment else base_augment,
                 erase=stage.erase, mean=mean, std=std, channels_last=channels_last,
                 amp=bool(amp), device=device, data_gen=data_gen, erase_gen=erase_gen,
-                train_only=_head_modules(model) if stage.head_only else None,
+                train_only=_head_modules(model) if stage.head_only else None, plan=plan,
             )  # fmt: skip
             with _only_heads_trainable(model, stage.head_only):  # head-only CA: no backbone gradients at all
+                if plan is not None:
+                    step.model = plan.wrap(model, device)  # inside: DDP syncs only what requires grad
                 bar.start_stage(stage.name, stage.epochs, done=first_epoch - 1)
                 for stage_epoch in range(first_epoch, stage.epochs + 1):
                     tick = time.perf_counter()
@@ -332,13 +357,16 @@ def train_classifier(
                     row["seconds"] = time.perf_counter() - tick
                     history.append(row)
                     bar.update(row)
-                    if resume is not None:
+                    streams = plan.rank_streams(erase_gen) if plan is not None and resume is not None else None
+                    if resume is not None and main:
                         save_state(
                             resume, fingerprint=fingerprint, stage=stage_index, epoch=stage_epoch,
                             hardened=bool(_head_modules(model)), history=history,
                             model=model.state_dict(), optimizer=optim.state_dict(), scheduler=sched.state_dict(),
                             scaler=scaler.state_dict(), data_gen=data_gen.get_state(), erase_gen=erase_gen.get_state(),
+                            **({"rank_streams": streams} if streams is not None else {}),
                         )  # fmt: skip
+        unsync_head_norms(model)  # the returned model is the single-process one
         model.to(memory_format=torch.contiguous_format)
         model.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
         model.eval()
@@ -385,6 +413,7 @@ class _Step:
     data_gen: torch.Generator
     erase_gen: torch.Generator
     train_only: list[nn.Module] | None = None  # head-only stages: the rest stays in eval mode
+    plan: DataParallelPlan | None = None  # torchrun: this rank's slice of each global batch
 
     def epoch(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, where: str) -> dict[str, float]:
         """One pass over shuffled batches; returns mean ``loss``, ``train_accuracy``, ``confidence`` and final ``lr``."""
@@ -392,8 +421,13 @@ class _Step:
         for module in self.train_only or ():
             module.train()
         totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, p_y sum, count
-        for index in _batches(len(labels), batch_size, self.data_gen):
-            x = self.augment(images[index], generator=self.data_gen)
+        batches = self.plan.global_batches(len(labels), self.data_gen) if self.plan else _batches(len(labels), batch_size, self.data_gen)
+        for index in batches:
+            if self.plan is not None:
+                x = self.plan.augment(self.augment, images, index, self.data_gen)
+                index = self.plan.local(index)
+            else:
+                x = self.augment(images[index], generator=self.data_gen)
             if self.erase is not None:
                 x = _erase(x, self.erase, self.erase_gen)
             x = normalize(x, self.mean, self.std)
@@ -404,7 +438,7 @@ class _Step:
                 logits = self.model(x)
             logits = logits.float()
             loss = self.loss_fn(logits, y)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss if self.plan is None else self.plan.all_sum(loss.detach())):  # all ranks stop together
                 lr = self.optim.param_groups[0]["lr"]
                 raise ConfigError(f"training diverged in {where} (loss {loss.item()}); lower lr (now {lr:g})")
             self.optim.zero_grad(set_to_none=True)
@@ -417,6 +451,8 @@ class _Step:
                 correct = (logits.argmax(1) == y).sum()
                 batch = torch.stack([loss.detach() * len(y), correct.double(), p_y.sum().double(), torch.tensor(len(y))])
                 totals += batch.double().cpu()
+        if self.plan is not None:
+            totals = self.plan.all_sum(totals.to(self.device)).cpu()
         count = totals[3].item()
         return {
             "loss": totals[0].item() / count,
@@ -540,7 +576,8 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
     builds the structure only (resuming: the weights are loaded next), with
     the global RNG left as it was so the resumed run stays exact. ``head``:
     ``activation``, ``linear_range`` (the warm start's pre-activation RMS) and
-    ``init`` (``"svd"``, or ``"random"``: a fresh head, the CALoR authors' way).
+    ``init`` (``"svd"``; ``"svd-lstsq"``: ``up`` refitted by least squares; ``"random"``:
+    a fresh head, the CALoR authors' way).
     """
     if _head_modules(model):
         return getattr(model, "midefend_hardening", None)
@@ -555,7 +592,7 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
     model.eval()  # calibrate on inference-mode features (BatchNorm running statistics)
     report = harden(
         model, rank=rank, activation=head["activation"], init="svd", calibration=calibration,
-        linear_range=head["linear_range"],
+        linear_range=head["linear_range"], refit_up=head["init"] == "svd-lstsq",
     )  # fmt: skip
     model.train(was_training)
     return report
@@ -575,10 +612,12 @@ def _param_groups(model: nn.Module, stage: Stage) -> list[dict[str, Any]]:
 
 
 def _stage_optimizer(
-    stage: Stage, optimizer: str, schedule: str, groups: list[dict[str, Any]], weight_decay: float, n: int, batch_size: int
+    stage: Stage, optimizer: str, schedule: str, groups: list[dict[str, Any]], weight_decay: float, n: int, batch_size: int,
+    steps: int | None = None,
 ) -> tuple[torch.optim.Optimizer, Any]:
-    """The stage's fresh optimiser and its per-step schedule (the run's, or the stage's own ``"authors-sgd"``)."""
-    steps = _steps_per_epoch(n, batch_size)
+    """The stage's fresh optimiser and its per-step schedule (the run's, or the stage's own ``"authors-sgd"``);
+    ``steps`` per epoch (default: those of ``n`` images in batches of ``batch_size``; data-parallel: full global batches)."""
+    steps = steps if steps is not None else _steps_per_epoch(n, batch_size)
     if stage.optimizer == "authors-sgd":
         # The CALoR authors' stage 2: plain SGD with momentum, MultiStepLR over epochs (stepped per batch here).
         optim = torch.optim.SGD(groups, lr=stage.lr, momentum=0.9, nesterov=False, weight_decay=0.0)

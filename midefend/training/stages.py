@@ -10,7 +10,8 @@ defense         stages
 ``midre``       ``train``: cross-entropy on randomly erased images (one square box per image,
                 area ratio ``a_e ~ U[0.1, erase_max]``, MIDRE's ``a_h``; 0.4 or 0.8)
 ``calor``       [``pretrain``: cross-entropy, ``pretrain_epochs``, only if > 0]
-                -> ``harden(model, rank)`` (low-rank tanh head, SVD warm start)
+                -> ``harden(model, rank)`` (low-rank tanh head, warm start in the saturating
+                regime with ``up`` refitted by least squares; see docs/calor.md)
                 -> ``head``: cross-entropy, ``epochs`` (may be 0) at ``calor_lr`` (default ``lr``),
                 head at ``head_lr_mult`` times that
                 -> ``ca``: confidence adaptation ``a * p_y**b * log p_y``, ``ca_epochs`` at
@@ -21,12 +22,12 @@ defense         stages
 ==============  =============================================================================
 
 Why the head stage runs at the backbone's learning rate (``head_lr_mult=1``):
-``harden`` warm-starts the low-rank head from the trained linear head by a
-truncated SVD calibrated on training images, and on ORL (rank 16) the
-hardened model kept the NoDef model's 99.2% test accuracy before any
-training. The 10x head learning rate that a randomly initialised head needs
-wrecked that start (56% training accuracy after 5 epochs, 90% after 30);
-at 1x the head stage ended at 98.3% after 10 epochs.
+the warm start already reproduces the trained logits about as well as the
+rank-``r`` code allows (linear: the NoDef model's 99.2% ORL test accuracy
+before any training), so the head needs no catching up. With a saturated
+warm start that keeps ``up``'s SVD scaling instead of refitting it, even a
+10x head learning rate did not restore the logit scale in 10 epochs on ORL
+(``p_y`` 0.45; ``benchmarks/calor_regime.py``).
 
 Why CALoR starts from a trained backbone: a low-rank tanh head trained from
 scratch keeps small logits (mean ``p_y`` about 0.14 in midefend's ORL probe),
