@@ -27,7 +27,7 @@ import argparse
 import json
 import os
 import platform
-import re
+import shlex
 import sys
 import time
 import warnings
@@ -37,18 +37,41 @@ from typing import Any
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-#: name -> (what it is, train_target keyword arguments on top of the common ones)
+from markdown_section import replace_section  # noqa: E402
+
+def recipe(**overrides: Any) -> dict[str, Any]:
+    """Every CALoR setting a candidate may change, spelled out (library defaults move; records must not).
+
+    The base is midefend's recipe before the regime was measured: a linear SVD warm start, 10 head
+    epochs of cross-entropy at 1e-4 (whole model), 5 CA epochs of the head at 1e-4.
+    """
+    base = {"head_init": "svd", "linear_range": 0.1, "calor_epochs": 10, "calor_lr": 1e-4, "head_lr_mult": 1.0,
+            "ca_epochs": 5, "ca_lr": 1e-4, "ca_params": "head"}  # fmt: skip
+    return base | overrides
+
+
+#: name -> (what it is, train_target keyword arguments on top of the data, rank and backbone)
 CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
-    "svd-linear": ("SVD warm start in tanh's linear regime (linear_range 0.1), head CE 10 ep at 1e-4, CA head 5 ep", {"linear_range": 0.1}),
-    "svd-range-1": ("as svd-linear, linear_range 1", {"linear_range": 1.0}),
-    "svd-range-2": ("as svd-linear, linear_range 2", {"linear_range": 2.0}),
-    "svd-range-3": ("as svd-linear, linear_range 3", {"linear_range": 3.0}),
-    "svd-range-2-head10x": ("linear_range 2, head at 10x lr (1e-3) in the CE stage", {"linear_range": 2.0, "head_lr_mult": 10.0}),
-    "svd-range-2-ca-all": ("linear_range 2, CA on all parameters (the authors)", {"linear_range": 2.0, "ca_params": "all"}),
+    "svd-linear": ("SVD warm start in tanh's linear regime (linear_range 0.1), CE 10 ep at 1e-4, CA head 5 ep at 1e-4 (the old default)", recipe()),
+    "svd-range-1": ("as svd-linear, linear_range 1", recipe(linear_range=1.0)),
+    "svd-range-2": ("as svd-linear, linear_range 2", recipe(linear_range=2.0)),
+    "svd-range-3": ("as svd-linear, linear_range 3", recipe(linear_range=3.0)),
+    "svd-range-2-head10x": ("linear_range 2, head at 10x lr (1e-3) in the CE stage", recipe(linear_range=2.0, head_lr_mult=10.0)),
+    "svd-range-1-head10x": ("linear_range 1, head at 10x lr (1e-3) in the CE stage", recipe(linear_range=1.0, head_lr_mult=10.0)),
+    "svd-range-3-head10x": ("linear_range 3, head at 10x lr (1e-3) in the CE stage", recipe(linear_range=3.0, head_lr_mult=10.0)),
+    "lstsq-range-2": ("linear_range 2, up refitted by least squares to the NoDef logits (head_init svd-lstsq)",
+                      recipe(linear_range=2.0, head_init="svd-lstsq")),
+    "lstsq-range-2-lr1e-3": ("as lstsq-range-2, CE stage at 1e-3 (whole model): **the new default**",
+                             recipe(linear_range=2.0, head_init="svd-lstsq", calor_lr=1e-3)),
+    "lstsq-range-3-lr1e-3": ("as lstsq-range-2-lr1e-3, linear_range 3", recipe(linear_range=3.0, head_init="svd-lstsq", calor_lr=1e-3)),
+    "svd-range-2-ca-all": ("linear_range 2, CA on all parameters (the authors)", recipe(linear_range=2.0, ca_params="all")),
     "fresh-head": ("a fresh random head, whole model CE 30 ep at 1e-3 (the authors' way, from the trained backbone)",
-                   {"head_init": "random", "calor_epochs": 30, "calor_lr": 1e-3}),  # fmt: skip
+                   recipe(head_init="random", calor_epochs=30, calor_lr=1e-3)),
 }
+#: The candidate that is midefend's default recipe (Table 5 runs under it).
+DEFAULT_CANDIDATE = "lstsq-range-2-lr1e-3"
 ACTIVATIONS = ("identity", "tanh", "sigmoid", "relu")
 MARKERS = ("<!-- calor-regime:start -->", "<!-- calor-regime:end -->")
 
@@ -87,8 +110,9 @@ def measure(ckpt_path: Path, eval_path: Path | None, attack: dict[str, Any], cla
         from midefend.evaluation.verify import verify
 
         report = verify(ckpt_path, eval_model=eval_path, prior="face-gan", attack="ppa", out_dir=out, classes=classes, attack_options=attack)
-        m = report["metrics"]
-        row |= {"attack_acc_top1": m["attack_acc_top1"], "attack_acc_top5": m["attack_acc_top5"], "target_acc_top1": m["target_acc_top1"]}
+        m = report["metrics"]  # the strongest of PPA and, against a low-rank head, its adaptive (BPDA) variant
+        row |= {"attack_acc_top1": m["attack_acc_top1"], "attack_acc_top5": m["attack_acc_top5"], "target_acc_top1": m["target_acc_top1"],
+                "strongest": report["strongest_attack"], "attacks": {a["name"]: a["metrics"]["attack_acc_top1"] for a in report["attacks"]}}  # fmt: skip
     return row
 
 
@@ -109,9 +133,10 @@ def run(name: str, settings: dict[str, Any], work, out: Path, resume: bool) -> d
         if record["settings"] == settings:
             print(f"  reuse {name}", flush=True)
             return record["result"]
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     result = work()
     result["seconds"] = round(time.perf_counter() - started, 1)
+    result["load_average"] = [round(load, 1), round(os.getloadavg()[0], 1)]  # at start and end of this record's work
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"settings": settings, "result": result}, indent=1))
     os.replace(tmp, path)
@@ -128,7 +153,7 @@ def fmt_row(name: str, what: str, r: dict[str, Any]) -> str:
 
 
 HEADER = (
-    "| run | recipe | test acc | train p_y | tanh' at start | pre-act RMS | saturated | mean slope | input grad | PPA acc@1 | target acc on recon |\n"
+    "| run | recipe | test acc | train p_y | slope at start | pre-act RMS | saturated | mean slope | input grad | PPA acc@1 | target acc on recon |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
@@ -139,13 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval", type=Path, default=None, help="ORL evaluation model (without it: no attack)")
     parser.add_argument("--candidates", default=",".join(CANDIDATES))
     parser.add_argument("--activations", default=",".join(ACTIVATIONS), help="Table 5 rows ('' to skip)")
-    parser.add_argument("--table5-recipe", default=None, help="candidate whose recipe Table 5 uses (default: the library default)")
-    parser.add_argument("--classes", default="0-19", help="attacked classes")
+    parser.add_argument("--table5-recipe", default=DEFAULT_CANDIDATE, help="candidate whose recipe Table 5 uses")
+    parser.add_argument("--classes", default="0-9", help="attacked classes")
+    parser.add_argument("--attacked", default=None, help="comma-separated runs to attack (default: all; the others keep their unattacked records)")
     parser.add_argument("--attack", default='{"per_class": 2, "candidates": 4, "steps": 50, "init_pool": 200, "loss": "poincare", "seed": 0}')
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path, default=HERE / "out" / "calor_regime")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--note", default="", help="a sentence added under the header (e.g. the load while reused records were made)")
     args = parser.parse_args(argv)
     if not os.environ.get("MIDEFEND_ORL_DIR"):
         parser.error("ORL needs MIDEFEND_ORL_DIR (e.g. ../shared/data/orl_faces)")
@@ -153,7 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     attack = json.loads(args.attack)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     load_start, started = os.getloadavg()[0], time.perf_counter()
-    judge = {"eval": str(args.eval), "attack": attack, "classes": args.classes, "nodef": str(args.nodef)}
+    attacked = None if args.attacked is None else set(args.attacked.split(","))
+
+    def judge(name: str) -> dict[str, Any]:
+        if eval_for(name) is None:  # not attacked: the attack settings do not matter
+            return {"eval": "None", "nodef": str(args.nodef)}
+        return {"eval": str(args.eval), "attack": attack, "classes": args.classes, "nodef": str(args.nodef)}
+
+    def eval_for(name: str) -> Path | None:
+        return args.eval if attacked is None or name in attacked else None
 
     def candidate(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         ckpt = args.out_dir / f"{name}.safetensors"
@@ -161,16 +196,20 @@ def main(argv: list[str] | None = None) -> int:
         # Training and measuring are separate records: a later run with the evaluation model reuses the training.
         train_settings = {"nodef": str(args.nodef), "train": kwargs}
         trained = run(f"{name}-train", train_settings, lambda: train_candidate(args.nodef, kwargs, ckpt), args.out_dir, args.resume)
-        work = lambda: measure(ckpt, args.eval, attack, args.classes, args.out_dir / "attacks" / name)  # noqa: E731
-        result = {**trained, **run(name, {**judge, **train_settings}, work, args.out_dir, args.resume)}
+        work = lambda: measure(ckpt, eval_for(name), attack, args.classes, args.out_dir / "attacks" / name)  # noqa: E731
+        result = {**trained, **run(name, {**judge(name), **train_settings}, work, args.out_dir, args.resume)}
         print(f"  {name}: {json.dumps({k: v for k, v in result.items() if k != 'regime_start'})}", flush=True)
         return result
 
-    nodef = run("nodef", judge, lambda: measure(args.nodef, args.eval, attack, args.classes, args.out_dir / "attacks" / "nodef"), args.out_dir, args.resume)
+    nodef = run("nodef", judge("nodef"), lambda: measure(args.nodef, eval_for("nodef"), attack, args.classes, args.out_dir / "attacks" / "nodef"), args.out_dir, args.resume)
     rows = {name: candidate(name, CANDIDATES[name][1]) for name in args.candidates.split(",") if name}
-    base = CANDIDATES[args.table5_recipe][1] if args.table5_recipe else {}
-    table5 = {act: candidate(f"act-{act}" + (f"-{args.table5_recipe}" if args.table5_recipe else ""), {**base, "head_activation": act})
-              for act in args.activations.split(",") if act}  # fmt: skip
+    base = CANDIDATES[args.table5_recipe][1]
+    table5 = {}
+    for act in filter(None, args.activations.split(",")):
+        if act == "tanh":  # the recipe's own run (same settings, same record)
+            table5[act] = candidate(args.table5_recipe, base)
+        else:
+            table5[act] = candidate(f"act-{act}-{args.table5_recipe}", {**base, "head_activation": act})
     load_end = os.getloadavg()[0]
 
     lines = [
@@ -178,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "## CALoR's head regime on ORL (`benchmarks/calor_regime.py`)",
         "",
         "Written by the script. Command: `MIDEFEND_ORL_DIR=../shared/data/orl_faces python benchmarks/calor_regime.py "
-        + " ".join(argv if argv is not None else sys.argv[1:]) + "`",
+        + shlex.join(argv if argv is not None else sys.argv[1:]) + "`",
         "",
         f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s); "
         f"{time.strftime('%Y-%m-%d %H:%M')}; wall {(time.perf_counter() - started) / 60:.1f} min this invocation "
@@ -187,10 +226,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Every run starts from the same NoDef backbone (`midefend/resnet_small`, 60 epochs), rank 16, CA `a=1, b=8` "
         "(optimum p_y = exp(-1/8) = 0.882); one seed. Regime columns are on the 280 training images in eval mode "
-        "(pre-activation RMS of z, fraction of |z| > 2, mean tanh'(z)); 'tanh' at start' is the mean slope right after the "
-        "warm start. Input grad: mean ||d Poincaré loss / d x|| over the 120 test images (pixel space). "
-        f"PPA: {json.dumps(attack)} on classes {args.classes} ({_count(args.classes)} identities), judged by the "
-        "evaluation model; a small budget, so compare rows, not absolute numbers with the reproduction.",
+        "(pre-activation RMS of z, fraction of |z| > 2, mean tanh'(z)); 'slope at start' is the mean slope right after the "
+        "warm start (the activation's own slope for other activations). Input grad: mean ||d Poincaré loss / d x|| over the 120 test images (pixel space). "
+        + (f"PPA: {json.dumps(attack)} on classes {args.classes} ({_count(args.classes)} identities), judged by the "
+         "evaluation model; a small budget, so compare rows, not absolute numbers with the reproduction."
+         + " The attack columns show the strongest of PPA and its adaptive variant against low-rank heads (BPDA through tanh,"
+         " CA-optimum loss); rows without numbers were not attacked (time)."
+         if args.eval is not None else "PPA: **not run** in this invocation (no `--eval` evaluation model), so the attack columns are empty."),
+        *([args.note] if args.note else []),
         "",
         "### Candidates",
         "",
@@ -203,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [
             "### The paper's Table 5 in kind: the head's activation",
             "",
-            f"Same recipe for all ({args.table5_recipe or 'the library default'}), only `head_activation` changes; "
+            f"Same recipe for all ({args.table5_recipe}), only `head_activation` changes; "
             "'mean slope' is the activation's own derivative (1 for identity, the fraction z > 0 for ReLU, at most 0.25 for sigmoid).",
             "",
             HEADER,
@@ -211,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ]
     lines.append(MARKERS[1])
-    write_section(args.results_md, "\n".join(lines))
+    replace_section(args.results_md, *MARKERS, lines)
     print(f"wrote the calor-regime section of {args.results_md}")
     return 0
 
@@ -220,15 +263,6 @@ def _count(classes: str) -> int:
     from midefend.evaluation.verify import parse_classes
 
     return len(parse_classes(classes, 40))
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    pattern = re.compile(re.escape(MARKERS[0]) + r".*?" + re.escape(MARKERS[1]), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

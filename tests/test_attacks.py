@@ -27,7 +27,6 @@ from midefend.attacks import (
 from midefend.attacks.augment import apply_params, draw_params
 from midefend.attacks.base import class_seed
 from midefend.errors import AttackError, CheckpointError, ConfigError
-from midefend.evaluation import Classifier
 from midefend.evaluation.metrics import attack_accuracy
 
 
@@ -124,7 +123,7 @@ class TestAttackErrors:
             ({"per_class": 0}, r"per_class must be a positive integer, got 0"),
             ({"steps": 2.5}, r"steps must be a positive integer, got 2.5"),
             ({"per_class": 4, "candidates": 2}, r"candidates must be >= per_class \(4\), got 2"),
-            ({"lr": -1.0}, r"lr must be a positive number, got -1.0"),
+            ({"lr": -1.0}, r"lr must be a positive finite number, got -1.0"),
             ({"loss": "hinge"}, r"unknown identity loss 'hinge'"),
             ({"augment": "rotate"}, r"augment must be one of crop\+flip, crop, none, got 'rotate'"),
             ({"precision": "fp8"}, r"precision must be one of auto, fp32, bf16, got 'fp8'"),

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError
+from .._validate import check_positive_int, check_positive_real
+from ..errors import DataError
 from ._progress import progress_bar
 from .priors import DCGANDiscriminator, DCGANGenerator, GenerativePrior, save_prior
 
@@ -72,10 +73,8 @@ def train_prior(
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(data).__name__
         raise DataError(f"train_prior needs images (N, C, H, W) with N > 0, got {got}")
     for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{arg} must be a positive integer, got {value!r}")
-    if not lr > 0:
-        raise ConfigError(f"lr must be positive, got {lr!r}")
+        check_positive_int(arg, value)
+    check_positive_real("lr", lr)  # also refuses inf and nan
     size = image_size or images.shape[-1]
     x_all = images.float()
     if tuple(x_all.shape[-2:]) != (size, size):

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError
-from ._checks import describe
+from .._validate import describe
 from .heads import LowRankTanhHead
 
 __all__ = ["HeadRegime", "LINEAR_SLOPE", "SATURATION_THRESHOLD", "head_regime", "regime_record", "warn_if_linear"]
