@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> None:
         out = args.out or Path(tempfile.mkdtemp()) / "hardened.safetensors"
         save_checkpoint(  # midefend: self-describing safetensors checkpoint
             model.cpu(), out, arch="timm/resnet18", arch_kwargs={"in_chans": 1}, num_classes=num_classes,
+            classes=train_data.classes,  # midefend's natural order s1, s2, ... (verify matches data by these names)
             input_size=(1, size, size), mean=MEAN, std=STD,
             defense={"name": "midre+calor", "erase_scale": [0.1, 0.4], "rank": rank_r, "ca_b": 8.0},
-            extra={"world_size": world, "data": "orl, 7 images per identity (split seed 0)"},
+            extra={"world_size": world, "data": {"spec": str(Path(args.orl).resolve()), "split": {"train_per_class": 7, "seed": 0}}},
         )  # fmt: skip
         print(f"hardened {report.heads} on {world} process(es); saved {out}")
     if distributed:

@@ -150,7 +150,7 @@ class TestHarden:
         ckpt = load_checkpoint(hardened)
         assert ckpt.hardening["rank"] == 3 and ckpt.hardening["head_paths"] == ["fc"]
         assert ckpt.hardening["init"] == "svd" and ckpt.hardening["norm"] is True
-        assert ckpt.defense == {"name": "nodef"}
+        assert ckpt.defense == {"name": "calor", "rank": 3, "activation": "tanh", "heads": ["fc"], "fine_tuned": False}
         assert ckpt.extra == {"hardened_from": "plain.safetensors", "source_extra": {"acc": 0.9}}
         assert ckpt.input_size == (1, 32, 32) and ckpt.mean == (0.5,) and ckpt.std == (0.25,)
         # The same surgery done in Python gives the same model.

@@ -314,8 +314,8 @@ class TestSvdWarmStart:
     @pytest.mark.parametrize(
         "calibration, match",
         [
-            ("images", r"calibration must be a float tensor of model inputs or a non-empty list of them, got str 'images'"),
-            ([], r"calibration must be a float tensor .*got list \[\]"),
+            ("images", r"calibration must be a float tensor of model inputs, a list of them, an \(inputs, labels\) pair or a DataLoader of such batches, got str$"),
+            ([], r"^calibration is empty: give at least one batch of training inputs$"),
             (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), r"calibration must be a float tensor .*got a torch.uint8 tensor"),
             (torch.randn(2, 5, 32, 32), r"calibration could not be run through ResNet: .*"),
         ],

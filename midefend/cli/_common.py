@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -85,9 +85,22 @@ def _root(
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    arch_module: Annotated[
+        Optional[list[str]],
+        typer.Option("--arch-module", help="Import this module first, so the architectures it registers load (repeatable)."),
+    ] = None,
 ) -> None:
     """midefend command-line interface."""
     _state["debug"] = debug
+    if arch_module:
+        from ..architectures import import_architecture_modules
+
+        try:
+            import_architecture_modules(arch_module)
+        except MidefendError as exc:
+            if debug:
+                raise
+            raise fail(str(exc)) from None
 
 
 def fail(message: str) -> typer.Exit:

@@ -13,7 +13,8 @@ A :class:`ClassificationData` holds
 - ``classes``: the class names, index = label,
 - ``name``: a short name (``"orl"``, ``"digits-private"``, a folder name),
 - ``info``: JSON-serialisable provenance (source path, split, seed) that
-  checkpoints record.
+  checkpoints record; folder loaders add ``files`` (each sample's
+  ``class/file`` path, kept in step by :meth:`subset` and :meth:`split`).
 
 >>> import torch
 >>> data = ClassificationData(torch.zeros(4, 1, 8, 8), torch.tensor([0, 0, 1, 1]), ["a", "b"], name="toy")
@@ -95,6 +96,9 @@ class ClassificationData(Dataset):
         """The samples at ``indices`` (same classes, so labels keep their meaning)."""
         index = torch.as_tensor(indices, dtype=torch.long)
         info = dict(self.info)
+        files = info.get("files")
+        if isinstance(files, list) and len(files) == len(self):
+            info["files"] = [files[i] for i in index.tolist()]
         if part is not None:
             info["split"] = {**info.get("split", {}), "part": part}
         return ClassificationData(self.images[index], self.labels[index], self.classes, name=self.name, info=info)

@@ -37,6 +37,7 @@ from ..models.wrappers import unwrap_model
 from .._validate import check_choice
 from ..errors import AlreadyHardenedError, ConfigError, HardenError, HeadNotFoundError
 from ._checks import check_bool, check_positive_int, check_positive_real, describe
+from .calibration import accuracy_on, calibration_batches
 from .head_locations import find_head_paths
 from .heads import ACTIVATIONS, LowRankTanhHead
 
@@ -73,6 +74,9 @@ class HardenReport:
     init: str
     heads: list[HeadReplacement]
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+    #: top-1 accuracy on labelled calibration data before / right after the surgery (no fine-tuning); None without labels
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
 
     @property
     def head_paths(self) -> list[str]:
@@ -142,17 +146,6 @@ def check_hardened(model: nn.Module) -> dict[str, dict[str, Any]]:
     return heads
 
 
-def _calibration_batches(calibration: Any) -> list[torch.Tensor]:
-    """``calibration`` as a list of input batches (a tensor or a list/tuple of tensors), else ConfigError."""
-    batches = list(calibration) if isinstance(calibration, (list, tuple)) else [calibration]
-    if not batches or not all(isinstance(b, torch.Tensor) and b.is_floating_point() for b in batches):
-        raise ConfigError(
-            "calibration must be a float tensor of model inputs or a non-empty list of them, "
-            f"got {describe(calibration)}"
-        )
-    return batches
-
-
 def _capture_head_inputs(
     model: nn.Module, model_name: str, heads: dict[str, nn.Module], batches: list[torch.Tensor]
 ) -> dict[str, torch.Tensor]:
@@ -196,7 +189,7 @@ def harden(
     head: str | Sequence[str] | None = None,
     copy: bool = False,
     allow_rehardening: bool = False,
-    calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    calibration: Any = None,
     linear_range: float = 0.1,
     refit_up: bool = False,
 ) -> HardenReport:
@@ -221,11 +214,14 @@ def harden(
             need it.
         allow_rehardening: replace heads that are already ``LowRankTanhHead``
             (with ``init="random"`` only: an SVD of a nonlinear head is meaningless).
-        calibration: optional input batch (or list of batches) for the SVD warm
-            start: the heads' inputs on it set BatchNorm's statistics and the
-            activation's scale (see ``from_linear``). Without it the warm start
-            assumes standardised features, which trained features rarely are,
-            and a ``UserWarning`` says so.
+        calibration: optional training inputs for the SVD warm start: a batch, a
+            list of batches, an ``(inputs, labels)`` pair or a ``DataLoader``
+            (:mod:`~midefend.defenses.calibration`). The heads' inputs on it set
+            BatchNorm's statistics and the activation's scale (see ``from_linear``).
+            Without it the warm start assumes standardised features, which trained
+            features rarely are, and a ``UserWarning`` says so. With labels, the
+            report's ``accuracy_before``/``accuracy_after`` give the accuracy on it
+            before and right after the surgery, and a drop of more than 5 points warns.
         linear_range: RMS of the activation's input at the warm start (``from_linear``).
         refit_up: after the SVD warm start, set each head's ``up`` by least squares to
             reproduce the original logits on ``calibration`` (``from_linear``): with a large
@@ -259,7 +255,7 @@ def harden(
     check_bool("refit_up", refit_up)
     if refit_up and (init != "svd" or calibration is None):
         raise ConfigError("refit_up=True needs init='svd' and calibration data")
-    batches = _calibration_batches(calibration) if calibration is not None else []
+    batches, calibration_labels = calibration_batches(calibration) if calibration is not None else ([], None)
 
     root = unwrap_model(model)
     name = type(root).__name__
@@ -279,6 +275,7 @@ def harden(
         root = unwrap_model(model)
         plan = {path: root.get_submodule(path) for path in plan}
 
+    accuracy_before = accuracy_on(root, batches, calibration_labels) if calibration_labels else None
     features: dict[str, torch.Tensor] = {}
     if batches and init == "svd":
         features = _capture_head_inputs(root, name, plan, batches)
@@ -303,6 +300,17 @@ def harden(
 
     report = HardenReport(name, rank, activation, norm, init, replaced, model=model)
     setattr(root, HARDENING_ATTR, report.to_dict())
+    if calibration_labels:
+        report.accuracy_before = accuracy_before
+        report.accuracy_after = accuracy_on(root, batches, calibration_labels)
+        logger.info("harden: calibration accuracy %.3f before, %.3f after the surgery", accuracy_before, report.accuracy_after)
+        if report.accuracy_after < (accuracy_before or 0.0) - 0.05:
+            warnings.warn(
+                f"harden: accuracy on the calibration data fell from {accuracy_before:.1%} to {report.accuracy_after:.1%} "
+                "with the low-rank head; fine-tune with cross-entropy (a larger rank keeps more) before the CA stage",
+                UserWarning,
+                stacklevel=2,
+            )
     return report
 
 

@@ -117,6 +117,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"from {attack.get('candidates', '?')} candidates, {attack.get('steps', '?')} steps, seed {attack.get('seed', '?')})",
         f"- classes attacked: {len(m.get('per_class', []))}; wall time {_num(report.get('timing', {}).get('total_seconds'), 1)} s"
         + (" (" + ", ".join(f"{r['name']} {_num(r.get('seconds'), 0)} s" for r in rows) + " per run)" if rows else ""),
+        *(f"- note: {note}" for note in report.get("notes", [])),
         "",
         f"Headline (the strongest attack; ± is the {std_label(m)}):",
         "",
@@ -130,7 +131,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| per-class spread of attack accuracy @1 (std over classes, %) | {_pct(m.get('attack_acc_top1_std_classes'))} |")
     lines += [
         f"| KNN distance (eval features) | {_num(m['knn_distance'], 2)} |",
-        f"| FID (eval features) | {_num(m['fid'], 1)} |",
+        f"| FID (eval features) | {_num(m['fid'], 1) if m.get('fid') is not None or 'fid' not in (m.get('not_computed') or {}) else 'not computed: ' + m['not_computed']['fid']} |",
         f"| target's own accuracy on reconstructions (%) | {_pct(m.get('target_acc_top1'))} |",
         f"| target's mean confidence on reconstructions | {_num(m.get('target_confidence_mean'), 3)} |",
         "",

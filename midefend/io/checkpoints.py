@@ -81,6 +81,8 @@ class Checkpoint:
     hardening: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
     path: Path | None = None
+    classes: list[str] | None = None
+    preprocess: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,6 +103,8 @@ def save_checkpoint(
     mean: Sequence[float],
     std: Sequence[float],
     arch_kwargs: Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
+    preprocess: Mapping[str, Any] | None = None,
     defense: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -116,6 +120,14 @@ def save_checkpoint(
         input_size: ``(C, H, W)`` the model expects.
         mean, std: per-channel normalisation the model expects on inputs in ``[0, 1]``.
         arch_kwargs: further constructor arguments (JSON values), e.g. ``{"in_chans": 1}``.
+        classes: the class names, index = label (e.g. torchvision ``ImageFolder``'s
+            ``dataset.classes``). ``midefend verify`` matches the data's class
+            folders to the model by these names; without them it has to assume
+            torchvision's ``ImageFolder`` order (folder names sorted as strings).
+        preprocess: how a raw image becomes the model's input, e.g.
+            ``{"box": [6, 18, 86, 98]}`` (crop box, then resize) or
+            ``{"crop": "none"}`` (resize the whole frame, as ``Resize((h, w))``);
+            default: the centred square for square inputs. ``verify`` applies it.
         defense: how the model was trained (JSON object), e.g. ``{"name": "calor", "rank": 16}``.
         extra: anything else worth keeping (JSON object): data set, split, accuracy ...
 
@@ -143,6 +155,8 @@ def save_checkpoint(
         mean=mean,
         std=std,
         arch_kwargs=arch_kwargs,
+        classes=classes,
+        preprocess=preprocess,
         defense=defense,
         hardening=getattr(model, "midefend_hardening", None),
         extra=extra,
@@ -168,7 +182,7 @@ def read_checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Metadata and tensor list of a midefend checkpoint, from its header alone (no tensor data read).
 
     Returns a JSON-serialisable dict: the validated metadata fields (``arch``,
-    ``arch_kwargs``, ``num_classes``, ``input_size``, ``mean``, ``std``,
+    ``arch_kwargs``, ``num_classes``, ``classes``, ``input_size``, ``mean``, ``std``,
     ``defense``, ``hardening``, ``extra``, ``format_version``, and
     ``midefend_version`` when present), plus ``path``, ``tensors``
     (``{name: {"dtype": "F32", "shape": [...]}}`` in file order),
@@ -286,6 +300,8 @@ def restore_checkpoint(
         extra=meta["extra"],
         path=path,
         metadata=meta,
+        classes=meta.get("classes") or _classes_in_extra(meta),
+        preprocess=meta.get("preprocess"),
     )
 
 
@@ -340,6 +356,15 @@ def _tensors_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
         seen.add(ident)
         tensors[key] = value
     return tensors
+
+
+def _classes_in_extra(meta: dict[str, Any]) -> list[str] | None:
+    # Files written by midefend's train_target before the ``classes`` field keep the names in extra["data"].
+    data = (meta.get("extra") or {}).get("data")
+    names = data.get("classes") if isinstance(data, dict) else None
+    if isinstance(names, list) and len(names) == meta["num_classes"] and all(isinstance(n, str) and n for n in names):
+        return names if len(set(names)) == len(names) else None
+    return None
 
 
 def _check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:

@@ -52,6 +52,7 @@ def import_research_checkpoint(
     mean: Sequence[float],
     std: Sequence[float],
     arch_kwargs: Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
     defense: Mapping[str, Any] | None = None,
     hardening: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
@@ -64,7 +65,7 @@ def import_research_checkpoint(
     Args:
         path: a ``torch.save`` file (``.pt``/``.pth``: needs ``allow_pickle=True``)
             or a ``.safetensors`` file (its metadata, if any, is ignored).
-        arch, num_classes, input_size, mean, std, arch_kwargs, defense, extra:
+        arch, num_classes, input_size, mean, std, arch_kwargs, classes, defense, extra:
             as for :func:`~midefend.io.checkpoints.save_checkpoint`; the file does
             not say them, so they must be given.
         hardening: ``model.midefend_hardening`` of the saved model when it was
@@ -97,6 +98,7 @@ def import_research_checkpoint(
         mean=mean,
         std=std,
         arch_kwargs=arch_kwargs,
+        classes=classes,
         defense=defense,
         hardening=hardening,
         extra=extra,

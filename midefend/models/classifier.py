@@ -68,7 +68,9 @@ class Classifier(nn.Module):
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.prepare(x))
+        out = self.model(self.prepare(x))
+        # transformers models return a ModelOutput; midefend works on the logits tensor
+        return getattr(out, "logits", out)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``(B, D)`` (see :func:`~midefend.models.features.extract_features`)."""
