@@ -10,6 +10,7 @@ from PIL import Image
 
 from midefend.errors import ConfigError
 from midefend.evaluation.reports import (
+    COMPARISON_HEADER,
     comparison_cells,
     comparison_rows,
     load_report,
@@ -109,7 +110,7 @@ class TestComparison:
         assert rows[1]["delta"] == pytest.approx((0.60 - 0.30) / (0.95 - 0.90))
         assert rows[2]["delta"] is None and rows[2]["no_accuracy_lost"] is True  # more accurate than NoDef
         assert rows[0]["no_accuracy_lost"] is None and rows[1]["no_accuracy_lost"] is False
-        assert [comparison_cells(r)[-1] for r in rows] == ["–", "6.00", "OP"]
+        assert [comparison_cells(r)[COMPARISON_HEADER.index("Δ")] for r in rows] == ["–", "6.00", "OP"]
 
     def test_markdown_table(self):
         rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)], ["NoDef", "MIDRE"])
