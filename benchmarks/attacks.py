@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -45,8 +46,14 @@ def _load() -> str:
 
 def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
     """Verify each target in turn; ``publish(summary)`` after each, so an interrupted run keeps its finished targets."""
+    from midefend.attacks import list_attacks
+    from midefend.attacks import registry
     from midefend.evaluation.verify import verify
 
+    list_attacks()  # registers the built-in attacks
+    skipped = [name for name in args.skip.split(",") if name]
+    for name in skipped:  # this run's portfolio leaves them out (the report says so)
+        registry._ATTACKS.pop(name, None)
     models_dir = args.out_dir / "targets"
     models_dir.mkdir(parents=True, exist_ok=True)
     wanted = {label: stem for label, stem in TARGETS.items() if not args.only or stem in args.only.split(",")}
@@ -60,7 +67,7 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     summary: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/attacks.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/attacks.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "load_start": _load(),
@@ -68,6 +75,7 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
         "options": options,
         "fast": args.fast,
         "eval_model": args.eval_name,
+        "skipped_by_benchmark": skipped,
         "adaptive": args.adaptive,
         "note": args.note,
         "targets": {},
@@ -98,6 +106,26 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
         summary["load_end"] = _load()
         publish(summary)
     return summary
+
+
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from runs of ``--only`` targets (run in parallel): their targets in TARGETS order, each
+    labelled with its run's classes, evaluation model and adaptive mode when the runs differ in them; the
+    first run's remaining settings, every command, the first start load and the last end load."""
+    merged = dict(summaries[0])
+    differ = [k for k in ("classes", "eval_model", "adaptive", "skipped_by_benchmark") if len({str(s.get(k)) for s in summaries}) > 1]
+    blocks: dict[str, Any] = {}
+    for s in summaries:
+        for label, block in s["targets"].items():
+            if differ:
+                label += " (" + ", ".join(f"{k.replace('_by_benchmark', '').replace('_', ' ')} {s.get(k) or '–'}" for k in differ) + ")"
+            blocks[label] = block
+    merged["targets"] = {label: blocks[label] for base in TARGETS for label in blocks if label.split(" (")[0] == base.split(" (")[0] and label.startswith(base)}
+    merged["command"] = "\n".join(s["command"] for s in summaries)
+    merged["load_end"] = summaries[-1].get("load_end", merged.get("load_end"))
+    if differ:
+        merged.update({k: "per target (see the labels)" for k in differ})
+    return merged
 
 
 def adaptive_effects(block: dict[str, Any]) -> list[str]:
@@ -134,6 +162,7 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         "the adaptive variant follows the defense the checkpoint records. ± is the std over classes (one run per attack).",
         "",
         *([f"**Note:** {summary['note']}", ""] if summary.get("note") else []),
+        *([f"Left out of this run (`--skip`): {', '.join(summary['skipped_by_benchmark'])}.", ""] if summary.get("skipped_by_benchmark") else []),
         "| target | Acc | attack | adaptive | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -166,13 +195,27 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None)
     parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--skip", default="", help="comma-separated registered attacks to leave out of this run (said in the section)")
     parser.add_argument("--adaptive", choices=("auto", "on", "off"), default="auto", help="verify's --adaptive (default auto: from the defense record)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. why a run was reduced)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--report-only", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="rewrite the Markdown section and results/attacks.json from saved summaries (several: runs of "
+                        "--only targets in parallel, merged in TARGETS order), computing nothing")  # fmt: skip
     args = parser.parse_args()
+    if args.report_only is not None:
+        summary = merge_summaries([json.loads(p.read_text()) for p in args.report_only])
+        if args.note:
+            summary["note"] = args.note
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        tmp = args.results_dir / "attacks.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, args.results_dir / "attacks.json")
+        replace_section(args.results_md, START, END, markdown(summary))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -188,4 +188,21 @@ def vgg_small(*, num_classes: int, in_chans: int = 3, **kwargs) -> VGGSmall:
     return VGGSmall(num_classes, in_chans, **kwargs)
 
 
-__all__ = ["BasicBlock", "ResNetSmall", "VGGSmall", "conv_bn_relu", "resnet_small", "vgg_small"]
+@_builtin("vib")
+def vib(*, num_classes: int, in_chans: int = 3, base: str = "midefend/resnet_small", base_kwargs: dict | None = None,
+        dim: int | None = None) -> nn.Module:  # fmt: skip
+    """``base`` with MID's variational bottleneck head of ``dim`` units (default half the features).
+
+    What a checkpoint trained with ``--defense mid`` records, so the file alone rebuilds the network.
+    """
+    from .architectures import build_model
+    from .defenses.baselines.mid import add_bottleneck
+
+    if base == "midefend/vib":
+        raise ConfigError("the base of midefend/vib cannot be midefend/vib itself")
+    model = build_model(base, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
+    add_bottleneck(model, dim)
+    return model
+
+
+__all__ = ["BasicBlock", "ResNetSmall", "VGGSmall", "conv_bn_relu", "resnet_small", "vgg_small", "vib"]

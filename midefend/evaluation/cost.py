@@ -78,7 +78,9 @@ def estimate_verify(checkpoint: Any, *, repeats: int = 1, **kwargs: Any) -> dict
         if key not in timing:
             timing[key] = _time_per_image(run.target, prior, kwargs.get("device", "cpu"), key[1])
         t = timing[key]
-        cost = attack.cost(num_classes)
+        # An attack's own cost() may leave fields out (a query attack has no renders of its own): 0 / all.
+        cost = {"optimisation": 0, "selection": 0, "init": 0, "kept": 0, **attack.cost(num_classes)}
+        cost.setdefault("renders", cost["optimisation"])
         # Each step renders once and runs the target once per erasure: one full step, the rest target-only.
         extra = cost["optimisation"] - cost["renders"]
         seconds = repeats * (cost["renders"] * t["step"] + extra * t["target_step"] + (cost["selection"] + cost["init"]) * t["forward"])

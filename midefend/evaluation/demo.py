@@ -67,6 +67,7 @@ def run_demo(
     """Run the demo (see the module docstring); returns the comparison rows (NoDef first)."""
     from ..attacks import load_prior, train_prior
     from ..data.resolve import ORL_ENV, load_dataset
+    from ..training.recipes import get_defense
     from ..training.targets import train_evaluation_model, train_target
     from .reports import comparison_rows, write_comparison
     from .verify import verify
@@ -98,7 +99,7 @@ def run_demo(
     step(f"NoDef test accuracy {nodef.test_accuracy:.1%}; training the {defense} target")
     hardened_path = out / f"{defense.replace('+', '_')}.safetensors"
     kwargs: dict[str, Any] = {"epochs": settings["epochs"], "seed": seed, "out": hardened_path}
-    if "calor" in defense:
+    if get_defense(defense).low_rank_head:
         kwargs.update(init=nodef_path, calor_epochs=settings["calor_epochs"], ca_epochs=settings["ca_epochs"], rank=settings["rank"])
     hardened = train_target(spec, defense=defense, **kwargs, **common)
     step(f"{defense} test accuracy {hardened.test_accuracy:.1%}; training the evaluation model")
