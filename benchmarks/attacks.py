@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -43,12 +44,20 @@ def _load() -> str:
     return " / ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
+    """Verify each target in turn; ``publish(summary)`` after each, so an interrupted run keeps its finished targets."""
+    from midefend.attacks import list_attacks
+    from midefend.attacks import registry
     from midefend.evaluation.verify import verify
 
+    list_attacks()  # registers the built-in attacks
+    skipped = [name for name in args.skip.split(",") if name]
+    for name in skipped:  # this run's portfolio leaves them out (the report says so)
+        registry._ATTACKS.pop(name, None)
     models_dir = args.out_dir / "targets"
     models_dir.mkdir(parents=True, exist_ok=True)
-    for stem in [*TARGETS.values(), args.eval_name]:
+    wanted = {label: stem for label, stem in TARGETS.items() if not args.only or stem in args.only.split(",")}
+    for stem in [*wanted.values(), args.eval_name]:
         src = args.targets_dir / f"{stem}.safetensors"
         if not src.is_file():
             sys.exit(f"missing {src}: train the ORL targets first (benchmarks/train_targets.py)")
@@ -58,21 +67,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     summary: dict[str, Any] = {
-        "command": " ".join(["python", "benchmarks/attacks.py", *sys.argv[1:]]),
+        "command": shlex.join(["python", "benchmarks/attacks.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "load_start": _load(),
         "classes": args.classes,
         "options": options,
         "fast": args.fast,
+        "eval_model": args.eval_name,
+        "skipped_by_benchmark": skipped,
+        "adaptive": args.adaptive,
+        "note": args.note,
         "targets": {},
     }
-    for label, stem in TARGETS.items():
+    for label, stem in wanted.items():
         start = time.perf_counter()
         report = verify(
             models_dir / f"{stem}.safetensors", eval_model=models_dir / f"{args.eval_name}.safetensors", prior="face-gan",
             classes=args.classes, out_dir=args.out_dir / stem, resume=args.resume, attack_options=options, fast=args.fast,
-            adaptive="auto", log=lambda line, s=stem: print(f"{s}: {line}", flush=True),
+            adaptive=args.adaptive, log=lambda line, s=stem: print(f"{s}: {line}", flush=True),
         )
         wall = time.perf_counter() - start
         summary["targets"][label] = {
@@ -90,8 +103,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "skipped": report["skipped_attacks"],
         }
         print(f"{stem}: verify {wall:.0f} s, strongest {report['strongest_attack']}, load {_load()}", flush=True)
-    summary["load_end"] = _load()
+        summary["load_end"] = _load()
+        publish(summary)
     return summary
+
+
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from runs of ``--only`` targets (run in parallel): their targets in TARGETS order, each
+    labelled with its run's classes, evaluation model and adaptive mode when the runs differ in them; the
+    first run's remaining settings, every command, the first start load and the last end load."""
+    merged = dict(summaries[0])
+    differ = [k for k in ("classes", "eval_model", "adaptive", "skipped_by_benchmark") if len({str(s.get(k)) for s in summaries}) > 1]
+    blocks: dict[str, Any] = {}
+    for s in summaries:
+        for label, block in s["targets"].items():
+            if differ:
+                label += " (" + ", ".join(f"{k.replace('_by_benchmark', '').replace('_', ' ')} {s.get(k) or '–'}" for k in differ) + ")"
+            blocks[label] = block
+    merged["targets"] = {label: blocks[label] for base in TARGETS for label in blocks if label.split(" (")[0] == base.split(" (")[0] and label.startswith(base)}
+    merged["command"] = "\n".join(s["command"] for s in summaries)
+    merged["load_end"] = summaries[-1].get("load_end", merged.get("load_end"))
+    if differ:
+        merged.update({k: "per target (see the labels)" for k in differ})
+    return merged
 
 
 def adaptive_effects(block: dict[str, Any]) -> list[str]:
@@ -122,10 +156,13 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         "",
         f"{summary['machine']}; {summary['date']}; load average (1/5/15 min) {summary['load_start']} at the start, "
         f"{summary['load_end']} at the end (the machine is shared: wall times are inflated by the other jobs). "
-        f"Classes: {summary['classes']}; options {summary['options']}{'; fast presets' if summary['fast'] else ''}. "
+        f"Classes: {summary['classes']}; options {summary['options']}{'; fast presets' if summary['fast'] else ''}; "
+        f"evaluation model `{summary['eval_model']}`; adaptive variants: {summary['adaptive']}. "
         "Each target gets `verify`'s default portfolio (white-box; GMI needs a prior with a discriminator and the face GAN has none); "
         "the adaptive variant follows the defense the checkpoint records. ± is the std over classes (one run per attack).",
         "",
+        *([f"**Note:** {summary['note']}", ""] if summary.get("note") else []),
+        *([f"Left out of this run (`--skip`): {', '.join(summary['skipped_by_benchmark'])}.", ""] if summary.get("skipped_by_benchmark") else []),
         "| target | Acc | attack | adaptive | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -151,25 +188,45 @@ def markdown(summary: dict[str, Any]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets-dir", type=Path, default=Path("benchmarks/out/targets"))
-    parser.add_argument("--eval-name", default="orl-eval")
+    parser.add_argument("--eval-name", default="orl-eval", help="checkpoint stem of the evaluation model in --targets-dir")
+    parser.add_argument("--only", default="", help="comma-separated checkpoint stems to run (default: all four)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/out/attacks-portfolio"))
     parser.add_argument("--classes", default="all")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None)
     parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--skip", default="", help="comma-separated registered attacks to leave out of this run (said in the section)")
+    parser.add_argument("--adaptive", choices=("auto", "on", "off"), default="auto", help="verify's --adaptive (default auto: from the defense record)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--note", default="", help="a sentence printed under the table (e.g. why a run was reduced)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--report-only", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="rewrite the Markdown section and results/attacks.json from saved summaries (several: runs of "
+                        "--only targets in parallel, merged in TARGETS order), computing nothing")  # fmt: skip
     args = parser.parse_args()
+    if args.report_only is not None:
+        summary = merge_summaries([json.loads(p.read_text()) for p in args.report_only])
+        if args.note:
+            summary["note"] = args.note
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        tmp = args.results_dir / "attacks.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, args.results_dir / "attacks.json")
+        replace_section(args.results_md, START, END, markdown(summary))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
-    summary = run(args)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = args.results_dir / "attacks.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, args.results_dir / "attacks.json")
-    replace_section(args.results_md, START, END, markdown(summary))
+
+    def publish(summary: dict[str, Any]) -> None:
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        tmp = args.results_dir / "attacks.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, args.results_dir / "attacks.json")
+        replace_section(args.results_md, START, END, markdown(summary))
+
+    summary = run(args, publish)
     print("\n".join(markdown(summary)))
     return 0
 

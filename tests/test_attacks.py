@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 
+from attack_fixtures import record_chunks
 from attack_fixtures import tiny_world  # noqa: F401  (session fixture: tiny models, data, prior)
 from midefend.attacks import (
     Attack,
@@ -26,7 +27,6 @@ from midefend.attacks import (
 from midefend.attacks.augment import apply_params, draw_params
 from midefend.attacks.base import class_seed
 from midefend.errors import AttackError, CheckpointError, ConfigError
-from midefend.evaluation import Classifier
 from midefend.evaluation.metrics import attack_accuracy
 
 
@@ -94,14 +94,7 @@ class TestResume:
             "attack.json", "class_00000.safetensors", "class_00002.safetensors", "class_00004.safetensors",
         ]
         (tmp_path / "a" / "class_00002.safetensors").unlink()  # as if interrupted before class 2 was written
-        calls = []
-        original = Attack._attack_chunk
-
-        def counting(self, ctx, chunk, advance):
-            calls.append(list(chunk))
-            return original(self, ctx, chunk, advance)
-
-        monkeypatch.setattr(Attack, "_attack_chunk", counting)
+        calls = record_chunks(monkeypatch, Attack)
         resumed = run_attack("ppa", tiny["target"], tiny["prior"], out_dir=tmp_path / "a", resume=True, **self.KW)
         assert calls == [[2]]
         assert torch.equal(resumed.images, full.images)
@@ -130,7 +123,7 @@ class TestAttackErrors:
             ({"per_class": 0}, r"per_class must be a positive integer, got 0"),
             ({"steps": 2.5}, r"steps must be a positive integer, got 2.5"),
             ({"per_class": 4, "candidates": 2}, r"candidates must be >= per_class \(4\), got 2"),
-            ({"lr": -1.0}, r"lr must be a positive number, got -1.0"),
+            ({"lr": -1.0}, r"lr must be a positive finite number, got -1.0"),
             ({"loss": "hinge"}, r"unknown identity loss 'hinge'"),
             ({"augment": "rotate"}, r"augment must be one of crop\+flip, crop, none, got 'rotate'"),
             ({"precision": "fp8"}, r"precision must be one of auto, fp32, bf16, got 'fp8'"),
@@ -165,12 +158,12 @@ class TestAttackErrors:
 
 class TestRegistry:
     def test_builtin(self):
-        assert list_attacks() == ["gmi", "miface", "ppa"]
+        assert list_attacks() == ["brep", "gmi", "miface", "nes", "plg", "ppa"]
         assert list_attacks(include="*i*", exclude="gmi") == ["miface"]
         assert get_attack("miface").uses_prior is False
 
     def test_unknown(self):
-        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: gmi, miface, ppa"):
+        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: brep, gmi, miface, nes, plg, ppa"):
             get_attack("foo")
 
     def test_duplicate(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ import torch.nn as nn
 
 from midefend.data import ClassificationData
 from midefend.errors import ConfigError
+from midefend.training.settings import TrainSettings
 from midefend.training import defense_stages, train_classifier
 from midefend.training.targets import train_target
 from midefend.training import loop as loop_module
@@ -162,8 +164,9 @@ def test_benchmark_default_candidate_is_the_library_default():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from calor_regime import CANDIDATES, DEFAULT_CANDIDATE
 
-    defaults = {**{k: p.default for k, p in inspect.signature(train_target).parameters.items()},
-                **{k: p.default for k, p in inspect.signature(train_classifier).parameters.items() if k in ("head_init", "linear_range", "head_lr_mult")}}  # fmt: skip
+    # the training settings' defaults, overridden where train_target has its own (calor_lr)
+    defaults = {**{f.name: f.default for f in dataclasses.fields(TrainSettings)},
+                **{k: p.default for k, p in inspect.signature(train_target).parameters.items() if p.default is not inspect.Parameter.empty}}  # fmt: skip
     defaults["ca_lr"] = defense_stages("calor", epochs=1, lr=1.0)[-1].lr
     defaults["ca_params"] = "head" if defense_stages("calor", epochs=1, lr=1.0)[-1].head_only else "all"
     assert {k: defaults[k] for k in CANDIDATES[DEFAULT_CANDIDATE][1]} == CANDIDATES[DEFAULT_CANDIDATE][1]

@@ -91,7 +91,7 @@ class TestErrors:
         assert message in result.output
 
     def test_unknown_attack(self, tiny_world, tmp_path):
-        self._assert_one_line_error(_run(*_verify_args(tiny_world, tmp_path, "--attack", "foo")), "unknown attack 'foo'; known attacks: gmi, miface, ppa")
+        self._assert_one_line_error(_run(*_verify_args(tiny_world, tmp_path, "--attack", "foo")), "unknown attack 'foo'; known attacks: brep, gmi, miface, nes, plg, ppa")
 
     def test_missing_prior_file(self, tiny_world, tmp_path):
         w = tiny_world
@@ -100,7 +100,7 @@ class TestErrors:
 
     def test_gmi_with_face_prior(self, tiny_world, tmp_path):
         w = tiny_world
-        args = ["verify", w.paths["target"], "--eval-model", w.paths["eval"], "--data", w.folder, "--attack", "gmi", "--out", tmp_path, *FAST]
+        args = ["verify", w.paths["target"], "--eval-model", w.paths["eval"], "--data", w.folder, "--out", tmp_path, *FAST, "--attack", "gmi"]
         self._assert_one_line_error(_run(*args), "attack 'gmi' needs a prior with a discriminator; prior 'face-gan' has none")
 
     def test_bad_classes(self, tiny_world, tmp_path):

@@ -59,13 +59,15 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
+from .._validate import check_bool, check_int, check_positive_int, check_positive_real
 from ..errors import AttackError, ConfigError
-from ..evaluation.classifier import Classifier
+from ..models.classifier import Classifier
 from ._progress import progress_bar
 from .adaptive import ca_target_loss, erase_copies, straight_through_heads
 from .augment import apply_params, draw_params, policy
 from .losses import get_identity_loss
-from .priors import GenerativePrior, adapt_images
+from ..models.images import adapt_images
+from .priors import GenerativePrior
 
 _STATE_FILE = "attack.json"
 _PRECISIONS = ("auto", "fp32", "bf16")
@@ -228,17 +230,14 @@ class Attack:
     def _validate(self) -> None:
         o = self.options
         for key in ("per_class", "candidates_factor", "candidates", "steps", "max_batch"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {o[key]!r}")
+            check_positive_int(key, o[key])
         for key in ("selection_augs", "eot"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 0:
-                raise ConfigError(f"{key} must be a non-negative integer, got {o[key]!r}")
+            check_int(key, o[key], minimum=0)
         for key, upper in (("selection_scale", 1.0), ("selection_ratio", None), ("erase_scale", 1.0), ("erase_ratio", None)):
             if key == "selection_scale" and o[key] is None:
                 continue
             o[key] = _check_range(key, o[key], upper)
-        if not isinstance(o["bpda"], bool):
-            raise ConfigError(f"bpda must be True or False, got {o['bpda']!r}")
+        check_bool("bpda", o["bpda"])
         if o["ca_target"] is not None and not (isinstance(o["ca_target"], (int, float)) and 0.0 < o["ca_target"] < 1.0):
             raise ConfigError(f"ca_target must be a confidence in (0, 1) or None, got {o['ca_target']!r}")
         if not isinstance(o["seed"], int) or isinstance(o["seed"], bool) or not 0 <= o["seed"] < 2**63:
@@ -248,8 +247,7 @@ class Attack:
             raise ConfigError(f"candidates must be >= per_class ({o['per_class']}), got {o['candidates']!r}")
         if o["class_batch"] is not None and (not isinstance(o["class_batch"], int) or o["class_batch"] < 1):
             raise ConfigError(f"class_batch must be a positive integer or None, got {o['class_batch']!r}")
-        if not (isinstance(o["lr"], (int, float)) and o["lr"] > 0 and math.isfinite(o["lr"])):
-            raise ConfigError(f"lr must be a positive number, got {o['lr']!r}")
+        check_positive_real("lr", o["lr"])
         get_identity_loss(o["loss"])
         policy(o["augment"])
         if o["precision"] not in _PRECISIONS:
@@ -304,6 +302,7 @@ class Attack:
         resume: bool = False,
         device: str | torch.device | None = None,
         progress: bool = False,
+        shard: Any = None,
     ) -> AttackResult:
         """Attack ``target`` for ``classes`` (default: all); see the module docstring.
 
@@ -315,6 +314,8 @@ class Attack:
             resume: reuse the per-class results already in ``out_dir``.
             device: where to compute (default: the target's device).
             progress: draw a rich progress bar on stderr.
+            shard: ``"i/N"`` or a :class:`~midefend.attacks.sharding.Shard`: compute only
+                shard ``i`` of ``N`` of the chunks (:mod:`~midefend.attacks.sharding`).
         """
         if not isinstance(target, Classifier):
             raise ConfigError(f"target must be a midefend Classifier (wrap your model with Classifier(...)), got {type(target).__name__}")
@@ -329,18 +330,26 @@ class Attack:
             raise ConfigError("resume=True needs out_dir (the folder of the interrupted run)")
         self.check_prior(prior)
 
-        store = _ResultStore(Path(out_dir), self._state(target, prior, class_list)) if out_dir is not None else None
-        done = store.open(resume) if store is not None else {}
+        precision = resolve_precision(self.options["precision"], dev)
+        state = self._state(target, prior, class_list, precision)
         chunks = self._chunks(class_list)
+        if shard is not None:  # whole chunks of the full list, so every batch is the single-process one
+            from .sharding import Shard
+
+            shard = Shard.parse(shard)
+            chunks = shard.select(chunks)
+            class_list = [c for chunk in chunks for c in chunk]
+            state.update(classes=class_list, all_classes=state["classes"], shard=str(shard))
+        store = _ResultStore(Path(out_dir), state) if out_dir is not None else None
+        done = store.open(resume) if store is not None else {}
         todo = [chunk for chunk in chunks if not all(c in done for c in chunk)]
 
         target.to(dev)
         if prior is not None:
             prior.to(dev)
-        precision = resolve_precision(self.options["precision"], dev)
         ctx = _Context(target, prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
         start = time.perf_counter()
-        with _channels_last(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
+        with channels_last_context(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
             for chunk in todo:
                 images, conf = self._attack_chunk(ctx, chunk, advance)
                 for i, c in enumerate(chunk):
@@ -351,8 +360,8 @@ class Attack:
         return AttackResult(
             attack=self.name,
             classes=class_list,
-            images=torch.stack([done[c][0] for c in class_list]),
-            target_confidence=torch.stack([done[c][1] for c in class_list]),
+            images=torch.stack([done[c][0] for c in class_list]) if class_list else torch.empty(0),
+            target_confidence=torch.stack([done[c][1] for c in class_list]) if class_list else torch.empty(0),
             config={**self.config(), "precision_used": precision},
             seconds=seconds,
         )
@@ -389,10 +398,11 @@ class Attack:
         size = math.ceil(len(class_list) / n_chunks)
         return [class_list[i : i + size] for i in range(0, len(class_list), size)]
 
-    def _state(self, target: Classifier, prior: GenerativePrior | None, class_list: list[int]) -> dict[str, Any]:
+    def _state(self, target: Classifier, prior: GenerativePrior | None, class_list: list[int], precision: str) -> dict[str, Any]:
         return {
             "format": "midefend-attack-state",
             "config": self.config(),
+            "precision_used": precision,
             "classes": class_list,
             "target_sha256": _module_digest(target.model),
             "prior": prior.config() if prior is not None else None,
@@ -471,11 +481,13 @@ class Attack:
 
     def cost(self, num_classes: int) -> dict[str, int]:
         """What a run over ``num_classes`` classes costs, in images through the target: ``optimisation``
-        (forward and backward), ``selection`` and ``init`` (forward only), and ``kept`` reconstructions."""
+        (forward and backward; ``renders`` of them also through the prior, once per step), ``selection``
+        and ``init`` (forward only), and ``kept`` reconstructions."""
         o = self.options
         n = num_classes * o["candidates"]
         return {
             "optimisation": n * o["steps"] * max(1, o["eot"]),
+            "renders": n * o["steps"],
             "selection": n * (o["selection_augs"] + 1),
             "init": 0,
             "kept": num_classes * o["per_class"],
@@ -619,7 +631,7 @@ def _module_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-class _channels_last:
+class channels_last_context:
     """Switch target and prior to channels_last for the run, restore the default layout afterwards."""
 
     def __init__(self, *modules: torch.nn.Module | None) -> None:

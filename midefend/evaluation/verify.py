@@ -32,9 +32,12 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .._version import __version__
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from .class_order import evaluator_in_target_order
 from .classifier import Classifier
 from .evaluate import evaluate_attack
+from .feasibility import check_classes_present, planned_notes
+from .private_data import load_private_data, recorded_data
 from .reports import write_report
 
 
@@ -82,30 +85,6 @@ def _describe(ckpt: Any, name: str) -> dict[str, Any]:
     }
 
 
-def load_private_data(ckpt: Any, data: str | Path | None = None, *, split_seed: int | None = None) -> tuple[Any, Any]:
-    """The target's private ``(train, test)`` split, at its input size and channels."""
-    from ..data.resolve import ORL_ENV, load_dataset
-
-    recorded = (ckpt.extra or {}).get("data") or {}
-    spec = data if data is not None else recorded.get("spec")
-    if spec is None:
-        raise ConfigError("the checkpoint does not record its data set: pass --data (orl, digits or a folder)")
-    source = recorded.get("source")
-    if data is None and spec == "orl" and not os.environ.get(ORL_ENV) and source and Path(source).is_dir():
-        spec = source  # the ORL folder the target was trained from, when $MIDEFEND_ORL_DIR is unset
-    split = recorded.get("split") or {}
-    seed = split_seed if split_seed is not None else int(split.get("seed", 0))
-    kwargs: dict[str, Any] = {"size": ckpt.input_size[1], "channels": ckpt.input_size[0], "seed": seed}
-    if "train_per_class" in split and split["train_per_class"] is not None:
-        kwargs["train_per_class"] = int(split["train_per_class"])
-    if "test_fraction" in split and split["test_fraction"] is not None:
-        kwargs["test_fraction"] = float(split["test_fraction"])
-    train, test = load_dataset(spec, **kwargs)
-    if train.num_classes != ckpt.num_classes:
-        raise DataError(f"data {str(spec)!r} has {train.num_classes} classes but the target model has {ckpt.num_classes}")
-    return train, test
-
-
 def attack_dir(out_dir: Path, label: str, *, run: int, portfolio: bool, repeats: int) -> Path:
     """Where one attack run keeps its per-class results (``resume`` reads them back).
 
@@ -132,6 +111,9 @@ def prepare_verify(
     device: str = "cpu",
     split_seed: int | None = None,
     attack_options: dict[str, Any] | None = None,
+    train_data: str | Path | None = None,
+    test_data: str | Path | None = None,
+    contract: dict[str, Any] | None = None,
 ) -> SimpleNamespace:
     """Load everything a verify run needs and plan its attacks (no attack runs here).
 
@@ -141,17 +123,25 @@ def prepare_verify(
     """
     from ..attacks import get_attack, list_attacks, load_prior
     from ..attacks.priors import GenerativePrior
-    from .portfolio import plan_portfolio
+    from .portfolio import allowed_threat_models, plan_portfolio
 
+    allowed = allowed_threat_models(threat_model)  # a bad threat model or attack name fails before anything is loaded
     if attack is not None:
-        get_attack(attack)  # an unknown name fails before anything is loaded
+        get_attack(attack)
+    if isinstance(checkpoint, torch.nn.Module):
+        from .in_memory import in_memory_checkpoint
+
+        checkpoint = in_memory_checkpoint(checkpoint, device=device, **{"input_size": None, "mean": None, "std": None, **(contract or {})})
     target_ckpt = _load(checkpoint, device)
     eval_ckpt = _load(eval_model, device)
     if eval_ckpt.num_classes != target_ckpt.num_classes:
         raise ConfigError(f"the evaluation model has {eval_ckpt.num_classes} classes but the target has {target_ckpt.num_classes}")
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
-    train, test = load_private_data(target_ckpt, data, split_seed=split_seed)
-    names = [attack] if attack is not None else list_attacks()
+    train, test = load_private_data(target_ckpt, data, split_seed=split_seed, train_data=train_data, test_data=test_data)
+    evaluator, eval_order = evaluator_in_target_order(eval_ckpt, train.classes, train.classes)
+    parsed_classes = parse_classes(classes, target_ckpt.num_classes)
+    check_classes_present(train, parsed_classes, target_ckpt.num_classes)
+    names = [attack] if attack is not None else [n for n in list_attacks() if get_attack(n).threat_model in allowed]
     the_prior = None
     if prior is not None and any(get_attack(n).uses_prior for n in names):
         the_prior = prior if isinstance(prior, GenerativePrior) else load_prior(prior, device=device)
@@ -161,8 +151,9 @@ def prepare_verify(
     )
     return SimpleNamespace(
         target_ckpt=target_ckpt, eval_ckpt=eval_ckpt, target_name=target_name,
-        target=Classifier.from_checkpoint(target_ckpt, name=target_name), evaluator=Classifier.from_checkpoint(eval_ckpt),
-        train=train, test=test, classes=parse_classes(classes, target_ckpt.num_classes), prior=the_prior,
+        target=Classifier.from_checkpoint(target_ckpt, name=target_name), evaluator=evaluator, eval_class_order=eval_order,
+        train=train, test=test, classes=parsed_classes, prior=the_prior,
+        not_computed=planned_notes(train, parsed_classes, target_ckpt.num_classes, int((attack_options or {}).get("per_class", 4))),
         planned=planned, skipped=skipped,
     )
 
@@ -186,12 +177,26 @@ def verify(
     split_seed: int | None = None,
     attack_options: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    train_data: str | Path | None = None,
+    test_data: str | Path | None = None,
+    input_size: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    class_names: Sequence[str] | None = None,
+    preprocess: dict[str, Any] | None = None,
+    shard: str | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
     """Attack ``checkpoint`` with a portfolio of attacks; write ``report.json``, ``report.md`` and grids to ``out_dir``.
 
     Args:
-        checkpoint, eval_model: paths of midefend checkpoints (or loaded ``Checkpoint`` objects).
+        checkpoint, eval_model: paths of midefend checkpoints (or loaded ``Checkpoint`` objects);
+            ``checkpoint`` may also be a model object (``nn.Module``, transformers models
+            included) with its input contract ``input_size``, ``mean``, ``std`` and
+            optionally ``class_names`` and ``preprocess`` (as ``save_checkpoint`` takes them).
         data: ``"orl"``, ``"digits"`` or a folder; default: the target's recorded data.
+        train_data, test_data: the owner's training and held-out class folders, used
+            as given instead of ``data`` (see :mod:`midefend.evaluation.private_data`).
         prior: ``"face-gan"``, a prior file from :func:`~midefend.attacks.train_prior`,
             or a :class:`~midefend.attacks.GenerativePrior` (attacks without a prior ignore it).
         attack: run only this registered attack (and its adaptive variant); default
@@ -207,36 +212,58 @@ def verify(
         resume: reuse the per-class results of an interrupted run in ``out_dir``.
         attack_options: shared attack options (``per_class``, ``steps``, ``loss``, ``seed`` ...).
         log: called with one line per finished attack.
+        shard, merge: ``shard="i/N"`` attacks shard ``i`` of ``N`` of every attack run's
+            classes and writes no report; ``merge=True`` attacks nothing and writes the
+            report from all shards' results; under torchrun each rank attacks its shard
+            and rank 0 writes the report (:mod:`midefend.attacks.sharding`, docs/distributed.md).
 
     Returns:
         the report dict (as written to ``report.json``): the headline ``metrics`` and
         ``attack`` are those of ``strongest_attack``; ``attacks`` holds one row per attack.
+        A shard alone returns ``{"format": "midefend-verify-shard", ...}`` instead.
     """
-    from ..attacks import run_attack
+    from ..attacks.sharding import run_sharded
+    from ..distributed import detect_world, local_device
     from .aggregate import combine_runs, strongest
     from .reports import verdict_line
 
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ConfigError(f"repeats must be a positive integer, got {repeats!r}")
     start = time.perf_counter()
+    device = str(local_device(device, detect_world()))  # under torchrun: one GPU per rank
     run = prepare_verify(
         checkpoint, eval_model=eval_model, data=data, prior=prior, attack=attack, threat_model=threat_model, adaptive=adaptive,
         fast=fast, classes=classes, device=device, split_seed=split_seed, attack_options=attack_options,
+        train_data=train_data, test_data=test_data,
+        contract={"input_size": input_size, "mean": mean, "std": std, "classes": class_names, "preprocess": preprocess},
     )
     out = Path(out_dir)
+    if log is not None:
+        for metric, reason in run.not_computed.items():
+            log(f"note: {metric.upper()} will not be computed ({reason})")
     evaluator, target = run.evaluator.to(device), run.target.to(device)
     base_seed = int((attack_options or {}).get("seed", 0))
     rows: list[dict[str, Any]] = []
     grids: dict[str, torch.Tensor] = {}
+    shards: list[dict[str, Any]] = []
     for plan in run.planned:
         results, metrics = [], []
         for r in range(repeats):
             instance = plan.build(seed=base_seed + r)
             folder = attack_dir(out, plan.label, run=r, portfolio=attack is None or len(run.planned) > 1, repeats=repeats)
             uses_prior = type(instance).uses_prior
-            result = run_attack(instance, target, run.prior if uses_prior else None, classes=run.classes, out_dir=folder, resume=resume, device=device, progress=progress)
+            part = run_sharded(
+                instance, target, run.prior if uses_prior else None, classes=run.classes, out_dir=folder, resume=resume, device=device,
+                progress=progress, shard=shard, merge=merge,
+            )
+            if not part.complete:  # this process attacked one shard: no metrics here
+                shards.append({"folder": str(folder / part.shard.dirname), "classes": part.result.classes})
+                continue
+            result = part.result
             results.append(result)
             metrics.append(evaluate_attack(result, evaluator, run.train, target=target, test=run.test))
+        if not results:
+            continue
         queries = [res.config.get("queries") for res in results]
         row = {
             "name": plan.label,
@@ -254,11 +281,13 @@ def verify(
             "config": results[0].config,
         }
         rows.append(row)
-        grids[plan.label] = results[0].images
+        grids[plan.label] = _at_size(results[0].images, tuple(run.train.images.shape[1:]))
         if log is not None:
             m = row["metrics"]
             log(f"{plan.label}: attack acc@1 {100 * m['attack_acc_top1']:.1f}%, target's own acc on its reconstructions "
                 f"{100 * (m.get('target_acc_top1') or 0):.1f}%, {row['seconds']:.0f} s")
+    if shards:
+        return {"format": "midefend-verify-shard", "shard": shard or f"{part.shard}", "runs": shards, "merged_by": "--merge" if shard else "rank 0"}
     best = strongest(rows)
     classes_done = list(run.classes) if run.classes is not None else list(range(run.target_ckpt.num_classes))
     firsts = torch.stack([run.train.images[(run.train.labels == c).nonzero()[0, 0]] for c in classes_done])
@@ -267,7 +296,11 @@ def verify(
         "target": _describe(run.target_ckpt, run.target_name),
         "eval_model": _describe(run.eval_ckpt, Path(run.eval_ckpt.path).stem if getattr(run.eval_ckpt, "path", None) else "eval"),
         "prior": run.prior.config() if run.prior is not None else None,
-        "data": {"spec": str(data) if data is not None else (run.target_ckpt.extra or {}).get("data", {}).get("spec"), "n_train": len(run.train), "n_test": len(run.test)},
+        "data": {
+            "spec": str(data) if data is not None else recorded_data(run.target_ckpt).get("spec"), "n_train": len(run.train), "n_test": len(run.test),
+            "split": run.train.info["split_source"], "class_order": run.train.info["class_order"], "eval_class_order": run.eval_class_order,
+        },
+        "notes": [*(f"{k.upper()} not computed: {v}" for k, v in run.not_computed.items()), f"target classes: {run.train.info['class_order']}", f"evaluation model classes: {run.eval_class_order}", f"split: {run.train.info['split_source']}"],
         "threat_model": threat_model,
         "adaptive_mode": adaptive,
         "repeats": repeats,
@@ -284,6 +317,17 @@ def verify(
     paths = write_report(out, report, private=firsts, reconstructions=grids[best["name"]], attack_grids=grids)
     report["files"] = {k: str(v) for k, v in paths.items()}
     return report
+
+
+def _at_size(reconstructions: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``(N, K, C, H, W)`` reconstructions at the private images' ``(C, H, W)`` for the grids (a 64x64 prior, a 112x92 target)."""
+    from ..models.images import adapt_images
+
+    if tuple(reconstructions.shape[2:]) == shape:
+        return reconstructions
+    n, k = reconstructions.shape[:2]
+    flat = adapt_images(reconstructions.flatten(0, 1).float(), channels=shape[0], size=shape[1:])
+    return flat.view(n, k, *shape)
 
 
 __all__ = ["attack_dir", "load_private_data", "parse_classes", "prepare_verify", "verify"]

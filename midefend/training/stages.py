@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._validate import check_choice, check_int, check_positive_real
 from ..errors import ConfigError
 
 #: The defense names :func:`defense_stages` knows.
@@ -94,19 +95,7 @@ class Stage:
 
 def check_defense(defense: str) -> str:
     """Return ``defense`` if midefend knows it, else a one-line ConfigError."""
-    if defense not in DEFENSES:
-        raise ConfigError(f"defense must be one of {', '.join(DEFENSES)}, got {defense!r}")
-    return defense
-
-
-def _check_epochs(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_lr(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    return check_choice("defense", defense, DEFENSES)
 
 
 def defense_stages(
@@ -130,21 +119,19 @@ def defense_stages(
     """
     check_defense(defense)
     # CALoR may skip its head stage (epochs=0): then only the CA fine-tune runs on the hardened model.
-    _check_epochs("epochs", epochs, 0 if "calor" in defense else 1)
-    _check_epochs("pretrain_epochs", pretrain_epochs, 0)
-    _check_epochs("ca_epochs", ca_epochs, 0)
-    if ca_optimizer not in CA_OPTIMIZERS:
-        raise ConfigError(f"ca_optimizer must be one of {', '.join(CA_OPTIMIZERS)}, got {ca_optimizer!r}")
+    check_int("epochs", epochs, minimum=0 if "calor" in defense else 1)
+    check_int("pretrain_epochs", pretrain_epochs, minimum=0)
+    check_int("ca_epochs", ca_epochs, minimum=0)
+    check_choice("ca_optimizer", ca_optimizer, CA_OPTIMIZERS)
     authors = ca_optimizer == "authors"
     ca_lr = (AUTHORS_CA[0] if authors else 1e-4) if ca_lr is None else ca_lr
     ca_params = (AUTHORS_CA[2] if authors else "head") if ca_params is None else ca_params
-    _check_lr("lr", lr)
-    _check_lr("ca_lr", ca_lr)
-    _check_lr("head_lr_mult", head_lr_mult)
-    if ca_params not in CA_PARAMS:
-        raise ConfigError(f"ca_params must be one of {', '.join(CA_PARAMS)}, got {ca_params!r}")
+    check_positive_real("lr", lr)  # finite: an infinite learning rate is refused too
+    check_positive_real("ca_lr", ca_lr)
+    check_positive_real("head_lr_mult", head_lr_mult)
+    check_choice("ca_params", ca_params, CA_PARAMS)
     calor_lr = lr if calor_lr is None else calor_lr
-    _check_lr("calor_lr", calor_lr)
+    check_positive_real("calor_lr", calor_lr)
     erase = None
     if defense.startswith("midre"):
         if isinstance(erase_max, bool) or not isinstance(erase_max, (int, float)) or not 0.1 < erase_max <= 1.0:
