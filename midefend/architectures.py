@@ -166,7 +166,7 @@ def _load_builtin() -> None:
     from .nets import BUILTIN_ARCHITECTURES
 
     for name, fn in BUILTIN_ARCHITECTURES.items():
-        _REGISTRY.setdefault(name, fn)
+        _REGISTRY.setdefault(_full_name(name), fn)
 
 
 __all__ = [
