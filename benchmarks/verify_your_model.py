@@ -10,7 +10,7 @@ Runs, as a user would from a shell:
    attack (miface, 2 classes x 2 images, 20 steps).
 
 and writes the wall times, load average and thread count between the markers of
-docs/verify-your-model.md and README.md.
+docs/verify-your-model.md (the README links there).
 
     python benchmarks/verify_your_model.py          # needs $MIDEFEND_ORL_DIR
 """
@@ -66,8 +66,7 @@ def main() -> None:
         f"| `midefend verify` smoke run (miface, 2 classes x 2 images, 20 steps) | {t_verify:.0f} |",
         END,
     ]
-    for path in (ROOT / "docs" / "verify-your-model.md", ROOT / "README.md"):
-        replace_section(path, START, END, lines)
+    replace_section(ROOT / "docs" / "verify-your-model.md", START, END, lines)
     print("\n".join(lines))
 
 
