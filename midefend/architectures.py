@@ -20,18 +20,32 @@ from .errors import ConfigError
 
 _SOURCES = ("timm", "torchvision", "midefend")
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_PRETRAINED: set[str] = set()
 
 
-def register_architecture(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder ``fn(num_classes=..., in_chans=..., **kwargs) -> nn.Module`` as ``midefend/<name>``."""
+def register_architecture(name: str, *, pretrained: bool = False) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder ``fn(num_classes=..., in_chans=..., **kwargs) -> nn.Module`` as ``midefend/<name>``.
+
+    ``pretrained=True``: the builder takes ``pretrained=True`` to start from
+    weights on disk; training passes it for a fresh model (see
+    :func:`fresh_kwargs`), a checkpoint never does (it brings its own weights).
+    """
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ConfigError(f"architecture 'midefend/{name}' is already registered")
         _REGISTRY[name] = fn
+        if pretrained:
+            _PRETRAINED.add(name)
         return fn
 
     return decorator
+
+
+def fresh_kwargs(arch: str) -> dict[str, Any]:
+    """Extra builder arguments for a model about to be trained: ``{"pretrained": True}`` where weights exist."""
+    source, name = split_arch(arch)
+    return {"pretrained": True} if source == "midefend" and name in _PRETRAINED else {}
 
 
 def list_architectures() -> list[str]:
@@ -41,12 +55,13 @@ def list_architectures() -> list[str]:
 
 
 def split_arch(arch: str) -> tuple[str, str]:
-    """``"timm/resnet18"`` -> ``("timm", "resnet18")``; a bare name means timm."""
+    """``"timm/resnet18"`` -> ``("timm", "resnet18")``; a bare name is midefend's when registered (``"facenet"``), else timm's."""
     if not isinstance(arch, str) or not arch:
         raise ConfigError(f"arch must be a non-empty string like 'timm/resnet18', got {arch!r}")
     source, sep, name = arch.partition("/")
     if not sep:
-        return "timm", arch
+        _load_builtin()
+        return ("midefend", arch) if arch in _REGISTRY else ("timm", arch)
     if source not in _SOURCES:
         raise ConfigError(f"unknown architecture source {source!r} in {arch!r}; expected one of {', '.join(_SOURCES)}")
     return source, name
@@ -81,6 +96,7 @@ def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any
 def _load_builtin() -> None:
     # midefend's own small networks register themselves on import.
     from . import nets  # noqa: F401
+    from .facenet import backbone  # noqa: F401
 
 
-__all__ = ["build_model", "list_architectures", "register_architecture", "split_arch"]
+__all__ = ["build_model", "fresh_kwargs", "list_architectures", "register_architecture", "split_arch"]

@@ -29,7 +29,7 @@ import torch
 from .. import __version__
 from ..errors import ConfigError, DataError
 from .classifier import Classifier
-from .evaluate import evaluate_attack
+from .evaluators import build_evaluators, judge
 from .reports import write_report
 
 
@@ -104,7 +104,7 @@ def load_private_data(ckpt: Any, data: str | Path | None = None, *, split_seed: 
 def verify(
     checkpoint: Any,
     *,
-    eval_model: Any,
+    eval_model: Any = None,
     data: str | Path | None = None,
     prior: Any = "face-gan",
     attack: str = "ppa",
@@ -119,7 +119,9 @@ def verify(
     """Attack ``checkpoint`` and write ``report.json``, ``report.md`` and ``grid.png`` to ``out_dir``.
 
     Args:
-        checkpoint, eval_model: paths of midefend checkpoints (or loaded ``Checkpoint`` objects).
+        checkpoint: a midefend checkpoint path (or a loaded ``Checkpoint``).
+        eval_model: the independent judge: a checkpoint, ``"facenet"``, or a list of both;
+            default FaceNet on face data (see :mod:`~midefend.evaluation.evaluators`).
         data: ``"orl"``, ``"digits"`` or a folder; default: the target's recorded data.
         prior: ``"face-gan"``, a prior file from :func:`~midefend.attacks.train_prior`,
             or a :class:`~midefend.attacks.GenerativePrior` (ignored by ``miface``).
@@ -139,25 +141,23 @@ def verify(
     attack_cls = get_attack(attack)
     instance = attack_cls(**(attack_options or {}))
     target_ckpt = _load(checkpoint, device)
-    eval_ckpt = _load(eval_model, device)
-    if eval_ckpt.num_classes != target_ckpt.num_classes:
-        raise ConfigError(f"the evaluation model has {eval_ckpt.num_classes} classes but the target has {target_ckpt.num_classes}")
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
     target = Classifier.from_checkpoint(target_ckpt, name=target_name)
-    evaluator = Classifier.from_checkpoint(eval_ckpt)
     train, test = load_private_data(target_ckpt, data, split_seed=split_seed)
+    judges = build_evaluators(eval_model, target_ckpt=target_ckpt, train=train, device=device, load=_load)
     class_list = parse_classes(classes, target_ckpt.num_classes)
     the_prior = None
     if attack_cls.uses_prior:
         the_prior = prior if isinstance(prior, GenerativePrior) else load_prior(prior, device=device)
     out = Path(out_dir)
     result = run_attack(instance, target, the_prior, classes=class_list, out_dir=out / "attack", resume=resume, device=device, progress=progress)
-    metrics = evaluate_attack(result, evaluator.to(device), train, target=target.to(device), test=test)
+    metrics = judge(result, judges, train, target=target.to(device), test=test)
     firsts = torch.stack([train.images[(train.labels == c).nonzero()[0, 0]] for c in result.classes])
     report = {
         "midefend_version": __version__,
         "target": _describe(target_ckpt, target_name),
-        "eval_model": _describe(eval_ckpt, Path(eval_ckpt.path).stem if getattr(eval_ckpt, "path", None) else "eval"),
+        "eval_model": _describe(judges.trained_ckpt, judges.trained.name) if judges.trained is not None else judges.describe_face(),
+        "facenet": judges.describe_face() if judges.face is not None else None,
         "prior": the_prior.config() if the_prior is not None else None,
         "data": {"spec": str(data) if data is not None else (target_ckpt.extra or {}).get("data", {}).get("spec"), "n_train": len(train), "n_test": len(test)},
         "attack": result.config,

@@ -45,6 +45,8 @@ BLOCK_SCALES = {"block35": 0.17, "block17": 0.10, "block8": 0.20, "final": 1.0}
 #: Bottleneck BatchNorm epsilon of the graph (checked when converting).
 BN_EPS = 1e-3
 EMBEDDING_SIZE = 512
+#: The smallest input side that leaves a 1x1 map after the stem and both reductions.
+MIN_SIZE = 75
 
 
 class ConvUnit(nn.Conv2d):
@@ -182,12 +184,15 @@ class InceptionResnetV1(nn.Module):
     fine-tuning setting of a face backbone. timm's calling convention
     (``forward_features``, ``forward_head(x, pre_logits=...)``,
     ``pretrained_cfg["classifier"]``) lets ``harden`` and the evaluation code
-    treat it like a timm model.
+    treat it like a timm model. ``prewhiten_input`` standardises each image
+    inside ``forward_features`` (the backbone's setting; :class:`FaceNet` does
+    it before the network instead).
     """
 
-    def __init__(self, num_classes: int = 0, *, in_chans: int = 3, drop_rate: float = 0.0) -> None:
+    def __init__(self, num_classes: int = 0, *, in_chans: int = 3, drop_rate: float = 0.0, prewhiten_input: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.prewhiten_input = prewhiten_input
         self.conv2d_1a_3x3 = ConvUnit(in_chans, 32, 3, stride=2)
         self.conv2d_2a_3x3 = ConvUnit(32, 32, 3)
         self.conv2d_2b_3x3 = ConvUnit(32, 64, 3, same=True)
@@ -217,6 +222,12 @@ class InceptionResnetV1(nn.Module):
         ]  # fmt: skip
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < MIN_SIZE:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"Inception-ResNet-v1 needs images of at least {MIN_SIZE} px, got {tuple(x.shape[-2:])}")
+        if self.prewhiten_input:
+            x = prewhiten(x)
         x = self.conv2d_2b_3x3(self.conv2d_2a_3x3(self.conv2d_1a_3x3(x)))
         x = self.conv2d_4b_3x3(self.conv2d_4a_3x3(self.conv2d_3b_1x1(self.maxpool_3a_3x3(x))))
         x = self.mixed_7a(self.repeat_1(self.mixed_6a(self.repeat(x))))
@@ -302,4 +313,4 @@ class FaceNet(nn.Module):
         return self.embed(images)
 
 
-__all__ = ["BLOCK_SCALES", "BN_EPS", "Block17", "Block35", "Block8", "ConvUnit", "EMBEDDING_SIZE", "FaceNet", "InceptionResnetV1", "Mixed6a", "Mixed7a", "l2_normalise", "prewhiten"]
+__all__ = ["BLOCK_SCALES", "BN_EPS", "Block17", "Block35", "Block8", "ConvUnit", "EMBEDDING_SIZE", "FaceNet", "MIN_SIZE", "InceptionResnetV1", "Mixed6a", "Mixed7a", "l2_normalise", "prewhiten"]

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from ..architectures import build_model
+from ..architectures import build_model, fresh_kwargs
 from ..data.datasets import ClassificationData
 from ..data.resolve import load_dataset
 from ..errors import ConfigError
@@ -91,6 +91,7 @@ def train_target(
     split_seed: int = 0,
     seed: int = 0,
     init: str | os.PathLike[str] | None = None,
+    arch_options: dict[str, Any] | None = None,
     device: str = "cpu",
     out: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -116,6 +117,8 @@ def train_target(
             the evaluation model share the private training split.
         seed: model initialisation and training randomness.
         init: a checkpoint to start from (e.g. the NoDef model for CALoR).
+        arch_options: extra builder arguments, recorded in the checkpoint
+            (e.g. ``{"freeze": 0.5}`` for ``facenet``).
         out: write a ``.safetensors`` checkpoint here (atomically).
         train_kwargs: passed on to :func:`~midefend.training.train_classifier`.
 
@@ -137,7 +140,7 @@ def train_target(
     lr = recipe["lr"] if lr is None else lr
     batch_size = recipe["batch_size"] if batch_size is None else batch_size
     augment = recipe["augment"] if augment is None else augment
-    arch_kwargs = {"in_chans": train.channels}
+    arch_kwargs = {"in_chans": train.channels, **(arch_options or {})}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, start = _initial_model(init, arch, arch_kwargs, train)
@@ -248,8 +251,8 @@ def _initial_model(
     init: str | os.PathLike[str] | None, arch: str, arch_kwargs: dict[str, Any], train: ClassificationData
 ) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     """A fresh model, or the one in checkpoint ``init`` (checked against ``arch`` and the data)."""
-    if init is None:
-        return build_model(arch, num_classes=train.num_classes, **arch_kwargs), None
+    if init is None:  # a fresh model starts from pre-trained weights where its architecture has them
+        return build_model(arch, num_classes=train.num_classes, **arch_kwargs, **fresh_kwargs(arch)), None
     from ..io.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(init)
