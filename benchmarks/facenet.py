@@ -4,6 +4,7 @@ Four steps, each adding to ``--json`` (default ``benchmarks/results/facenet.json
 
     MIDEFEND_ORL_DIR=../shared/data/orl_faces python benchmarks/facenet.py loo
     python benchmarks/facenet.py judge --targets-dir /work/targets          # orl-{nodef,midre-*,calor,...} + orl-eval
+    python benchmarks/facenet.py cost                                       # forward + backward per image at 96/112/160 px
     python benchmarks/facenet.py backbone --sizes 96,112 --epochs 5 --freeze 0.5 --targets-dir /work/targets
     python benchmarks/facenet.py render                                     # RESULTS.md between the facenet markers
 
@@ -142,6 +143,24 @@ def cmd_backbone(args: argparse.Namespace, results: dict[str, Any]) -> None:
         print(f"facenet backbone {size}px", json.dumps(row))
 
 
+def cmd_cost(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Forward + backward of the 40-class backbone per image at each input size (what an attack step and a training step cost)."""
+    from midefend.architectures import build_model
+
+    model = build_model("facenet", num_classes=40, in_chans=1).eval()
+    rows = results.setdefault("cost", {})
+    for size in [int(s) for s in args.cost_sizes.split(",")]:
+        x = torch.rand(args.batch_cost, 1, size, size, requires_grad=True)
+        model(x).logsumexp(dim=1).sum().backward()  # warm-up
+        times = []
+        for _ in range(3):
+            with Clock() as clock:
+                model(x).logsumexp(dim=1).sum().backward()
+            times.append(clock.cpu)
+        rows[str(size)] = {"cpu_s_per_image": round(sorted(times)[1] / args.batch_cost, 3), "batch": args.batch_cost, **machine()}
+        print(f"{size} px: {rows[str(size)]['cpu_s_per_image']} CPU s per image (forward + backward)")
+
+
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
@@ -176,6 +195,19 @@ def render(results: dict[str, Any]) -> str:
                 f"| {name} | {_pct(r['accuracy'])} | {_pct(r['eval_top1'])} | {_pct(r['facenet_top1'])} | {_pct(r['eval_top5'])} | {_pct(r['facenet_top5'])} "
                 f"| {_pct(r['agreement'])} | {r['delta_face']:.3f} | {_pct(r['target_acc_on_recon'])} | {r['wall_s']} | {r['loadavg'][0]} |"
             )
+        lines.append("")
+    cost = results.get("cost") or {}
+    if cost:
+        base = cost.get("160", {}).get("cpu_s_per_image")
+        lines += [
+            "Cost of the FaceNet backbone (40 classes) per image, forward + backward (one attack or training step), CPU seconds, median of 3:",
+            "",
+            "| input | CPU s / image | relative to 160 px | threads | load avg |",
+            "|---|---|---|---|---|",
+        ]
+        for size, r in sorted(cost.items(), key=lambda kv: int(kv[0])):
+            rel = f"{r['cpu_s_per_image'] / base:.2f}" if base else "–"
+            lines.append(f"| {size} px | {r['cpu_s_per_image']} | {rel} | {r['threads']} | {r['loadavg'][0]} |")
         lines.append("")
     backbone = results.get("backbone") or {}
     if backbone:
@@ -214,7 +246,7 @@ def cmd_render(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("loo", "judge", "backbone", "render"))
+    parser.add_argument("step", choices=("loo", "judge", "backbone", "cost", "render"))
     parser.add_argument("--json", type=Path, default=HERE / "results" / "facenet.json")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--targets-dir", type=Path, default=HERE / "out" / "targets")
@@ -226,6 +258,8 @@ def main() -> None:
     parser.add_argument("--init-pool", type=int, default=500)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--sizes", default="96,112")
+    parser.add_argument("--cost-sizes", default="96,112,160")
+    parser.add_argument("--batch-cost", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--freeze", type=float, default=0.5)
@@ -233,7 +267,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="backbone: attack the models an earlier run trained")
     args = parser.parse_args()
     results = load_results(args.json)
-    {"loo": cmd_loo, "judge": cmd_judge, "backbone": cmd_backbone, "render": cmd_render}[args.step](args, results)
+    {"loo": cmd_loo, "judge": cmd_judge, "backbone": cmd_backbone, "cost": cmd_cost, "render": cmd_render}[args.step](args, results)
     if args.step != "render":
         save_results(args.json, results)
 
