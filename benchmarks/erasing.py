@@ -11,6 +11,7 @@ vectorised erase costs).
     python benchmarks/erasing.py                     # CPU (and CUDA when present), prints a table
     python benchmarks/erasing.py --json out.json     # also writes the times and ratios
     python benchmarks/erasing.py --check             # exit 1 if the CPU goals are missed
+    python benchmarks/erasing.py --markdown docs/erasing.md   # rewrite the table between the markers
 
 Goals (issue "Batch erasing at the memory-bandwidth floor"), CPU, in place, 256x3x64x64 float32:
 at least 10x faster than torchvision per sample and 3x faster than timm; CUDA: within 2x of the
@@ -31,9 +32,7 @@ from pathlib import Path
 
 import torch
 
-from midefend import RandomErasingTransform, random_erase_batch
-from midefend.defenses.erasing_native import HAVE_NATIVE
-from midefend.defenses.erasing_params import IMAGENET_MEAN, sample_boxes
+from midefend.defenses.erasing import IMAGENET_MEAN, RandomErasingTransform, random_erase_batch, sample_boxes
 
 SCALE, RATIO = (0.1, 0.4), (1.0, 1.0)
 SHAPES = [(256, 3, 64, 64), (128, 3, 224, 224)]
@@ -90,8 +89,6 @@ def methods(x: torch.Tensor) -> dict[str, Callable[[], object]]:
         "midefend random_erase_batch, in place": lambda: random_erase_batch(x, inplace=True, generator=gen),
         "midefend random_erase_batch, out of place": lambda: random_erase_batch(x, generator=gen),
     }
-    if device.type == "cpu" and HAVE_NATIVE:  # what an install without a C compiler gets
-        out["midefend, pure-torch path, in place"] = lambda: random_erase_batch(x, inplace=True, generator=gen, backend="torch")
     rows = torch.arange(x.shape[2], device=device).view(1, 1, -1, 1)
     cols = torch.arange(x.shape[3], device=device).view(1, 1, 1, -1)
     top, left, h, w = (f.view(-1, 1, 1, 1) for f in boxes[:4])
@@ -179,6 +176,37 @@ def check_goals(results: list[dict]) -> list[str]:
     return missed
 
 
+START, END = "<!-- erasing-benchmark:start -->", "<!-- erasing-benchmark:end -->"
+LABELS = {"speedup_of_midefend_inplace": "midefend in place faster by", "ratio_to_floor": "x floor"}
+
+
+def markdown(results: list[dict], header: str) -> str:
+    """The tables, between the markers, for a docs page: written by this script, never by hand."""
+    lines = [START, "", header, ""]
+    for r in results:
+        clock = "wall ms" if r["device"].startswith("cuda") else "CPU ms"
+        lines += [f"**{r['device']}, {'x'.join(map(str, r['shape']))} {r['dtype']}**", "",
+                  f"| method | {clock} | x floor | midefend in place faster by |", "|---|---:|---:|---:|"]  # fmt: skip
+        for name, ms in r["ms"].items():
+            lines.append(f"| {name} | {ms:.3f} | {r['ratio_to_floor'][name]:.1f} | {r['speedup_of_midefend_inplace'][name]:.1f}x |")
+        lines.append("")
+    return "\n".join(lines + [END])
+
+
+def replace_section(path: Path, section: str) -> None:
+    """Put ``section`` between the markers of ``path`` (appended when they are absent), atomically."""
+    text = path.read_text() if path.is_file() else ""
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def write_json(path: Path, payload: dict) -> None:
     """Write through a temporary file and rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--markdown", type=Path, default=None, help="rewrite the section between the markers of this file")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -207,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     missed = check_goals(results)
     for line in missed:
         print(f"goal missed: {line}")
+    if args.markdown:
+        load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+        header = (f"`python benchmarks/erasing.py {' '.join(argv if argv is not None else sys.argv[1:])}` on "
+                  f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: torch {torch.__version__}, "
+                  f"{torch.get_num_threads()} torch thread(s), {os.cpu_count()} CPUs, load average {load} "
+                  f"(1/5/15 min) at the end. Medians of {args.repeats} interleaved repeats.")  # fmt: skip
+        replace_section(args.markdown, markdown(results, header))
     if args.json:
         write_json(args.json, {"torch": torch.__version__, "threads": torch.get_num_threads(), "results": results})
     return 1 if (args.check and missed) else 0

@@ -7,7 +7,7 @@ True
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 from .errors import AlreadyHardenedError as AlreadyHardenedError
 from .errors import AttackError as AttackError

@@ -1,6 +1,7 @@
-"""Shared fixtures. ORL is read from $MIDEFEND_ORL_DIR (set by .ci/run).
+"""Shared fixtures. ORL is read from $MIDEFEND_ORL_DIR, else from ``../shared/data/orl_faces``
+beside the clone (where .ci/run and the README's test command find it without an extra step).
 
-Unset -> tests that need it skip with that reason; set but missing -> they fail,
+Neither -> tests that need it skip with that reason; set but missing -> they fail,
 so CI can never skip silently.
 """
 
@@ -20,6 +21,15 @@ def _cuda_available() -> bool:
         return False
 
 
+ORL_BESIDE_CLONE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "orl_faces"
+
+
+def pytest_configure(config):
+    # Set the variable (not just the fixture) so subprocess tests and examples see the same folder.
+    if not os.environ.get("MIDEFEND_ORL_DIR") and ORL_BESIDE_CLONE.is_dir():
+        os.environ["MIDEFEND_ORL_DIR"] = str(ORL_BESIDE_CLONE)
+
+
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
         return
@@ -33,7 +43,7 @@ def pytest_collection_modifyitems(config, items):
 def orl_dir() -> Path:
     value = os.environ.get("MIDEFEND_ORL_DIR")
     if not value:
-        pytest.skip("MIDEFEND_ORL_DIR is not set (point it at the ORL faces folder)")
+        pytest.skip(f"MIDEFEND_ORL_DIR is not set and {ORL_BESIDE_CLONE} does not exist (point MIDEFEND_ORL_DIR at the ORL faces folder)")
     path = Path(value)
     if not path.is_dir():
         pytest.fail(f"MIDEFEND_ORL_DIR={value} is set but is not a folder")

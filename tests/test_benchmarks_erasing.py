@@ -49,3 +49,22 @@ def test_check_goals_names_each_miss():
     ]
     row["shape"] = [128, 3, 224, 224]  # the goals are set for 64x64 only
     assert bench.check_goals([row]) == []
+
+
+def test_markdown_goes_between_the_markers_and_nowhere_else(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "SHAPES", [(4, 3, 8, 8)])
+    monkeypatch.setattr(bench, "DTYPES", [torch.float32])
+    page = tmp_path / "erasing.md"
+    page.write_text(f"# Erasing\n\nbefore\n\n{bench.START}\nstale table\n{bench.END}\n\nafter\n")
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--device", "cpu", "--repeats", "1", "--markdown", str(page)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = page.read_text()
+    assert text.startswith("# Erasing\n\nbefore\n\n" + bench.START) and text.endswith(bench.END + "\n\nafter\n")
+    assert "stale table" not in text and text.count(bench.START) == 1
+    section = text.split(bench.START)[1].split(bench.END)[0]
+    assert "load average" in section and "**cpu, 4x3x8x8 float32**" in section
+    (row,) = [line for line in section.splitlines() if line.startswith("| midefend random_erase_batch, in place |")]
+    assert row.endswith("| 1.0x |")  # its speed-up over itself

@@ -21,9 +21,10 @@ from torchvision.transforms.v2 import functional as F
 
 from conftest import devices
 from midefend import BatchRandomErasing, ConfigError, EraseBoxes, RandomErasingTransform, random_erase_batch
-from midefend.defenses import erasing, erasing_apply, erasing_params
-from midefend.defenses.erasing_params import (
+from midefend.defenses.erasing import functional, params, transforms
+from midefend.defenses.erasing.params import (
     ATTEMPTS,
+    FillSpec,
     IMAGENET_MEAN,
     UNIFORMS_PER_BOX,
     boxes_from_uniforms,
@@ -92,43 +93,6 @@ class TestBoxSampling:
             got = torch.stack(boxes_from_uniforms(u, *hw, scale, ratio), 1).tolist()
             want = [list(scalar_box(row, *hw, scale, ratio)) for row in u.tolist()]
             assert got == want
-
-    @SLOW
-    @given(
-        seed=st.integers(0, 2**31),
-        batch=st.integers(1, 4),
-        k=st.integers(1, 4),
-        height=st.integers(1, 300),
-        width=st.integers(1, 300),
-        lo=st.floats(0.001, 1.0),
-        hi=st.floats(0.001, 1.0),
-        ratio=st.one_of(st.just(1.0), st.floats(0.05, 20.0)),
-        patches=st.booleans(),
-    )
-    def test_python_path_for_few_boxes_equals_the_tensor_path(self, seed, batch, k, height, width, lo, hi, ratio, patches):
-        # sample_boxes maps up to SCALAR_BOXES boxes with Python floats: it must give the same boxes
-        scale = (min(lo, hi), max(lo, hi))
-        k = k if patches else 1
-        u = torch.rand(batch, k * UNIFORMS_PER_BOX + 1, generator=gen(seed), dtype=torch.float64)
-        applied = u[:, -1] < 0.5
-        got = erasing_params._boxes_in_python(u, applied, k, height, width, scale, ratio, not patches)
-        top, left, h, w = boxes_from_uniforms(u[:, :-1].reshape(batch, k, UNIFORMS_PER_BOX), height, width, scale, (ratio, ratio))
-        want = (top, left, h, w) if patches else (top[:, 0], left[:, 0], h[:, 0], w[:, 0])
-        for g, t in zip(got[:4], want):
-            assert g.dtype == t.dtype and torch.equal(g, t)
-        assert got.applied is applied
-
-    def test_sample_boxes_takes_the_python_path_for_few_boxes_only(self, monkeypatch):
-        calls = []
-        original = erasing_params._boxes_in_python
-        monkeypatch.setattr(erasing_params, "_boxes_in_python", lambda *a: (calls.append(a[0].shape[0]), original(*a))[1])
-        kw = dict(scale=(0.1, 0.4), p=1.0, device=torch.device("cpu"))
-        small = erasing_params.sample_boxes(erasing_params.SCALAR_BOXES, 16, 16, ratio=(1.0, 1.0), generator=gen(1), **kw)
-        large = erasing_params.sample_boxes(erasing_params.SCALAR_BOXES + 1, 16, 16, ratio=(1.0, 1.0), generator=gen(1), **kw)
-        erasing_params.sample_boxes(2, 16, 16, ratio=(0.5, 2.0), generator=gen(1), **kw)  # a ratio range: tensors
-        assert calls == [erasing_params.SCALAR_BOXES]
-        for a, b in zip(small, large):  # the same generator stream: the first rows agree
-            assert torch.equal(a, b[: erasing_params.SCALAR_BOXES])
 
     def check_geometry(self, seed, batch, height, width, scale, ratio):
         x = torch.rand(batch, 2, height, width, generator=gen(seed + 1))
@@ -209,7 +173,7 @@ class TestBatchOp:
     @pytest.mark.parametrize("device", devices())
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
     @pytest.mark.parametrize("channels_last", [False, True])
-    @pytest.mark.parametrize("backend", ["auto", "torch"])  # auto: the compiled loop on the CPU when built
+    @pytest.mark.parametrize("backend", ["auto", "torch"])
     def test_equals_per_sample_reference(self, device, dtype, channels_last, backend):
         x = torch.rand(32, 3, 24, 20, generator=gen(1)).to(device=device, dtype=dtype)
         if channels_last:
@@ -224,13 +188,11 @@ class TestBatchOp:
     def test_large_boxes_take_the_per_box_copy_and_equal_reference(self, layout, monkeypatch):
         # 3x80x80 with areas up to 90%: boxes from 400 to 17k elements, on both sides of
         # LARGE_BOX_ELEMENTS, so the index_copy_ groups and the per-box copies mix in one batch
-        from midefend.defenses.erasing_apply import LARGE_BOX_ELEMENTS
-
-        import midefend.defenses.erasing_apply as apply_module
+        from midefend.defenses.erasing.functional import LARGE_BOX_ELEMENTS
 
         calls = []
-        original = apply_module._copy_large_boxes_
-        monkeypatch.setattr(apply_module, "_copy_large_boxes_", lambda *a: (calls.append(len(a[1])), original(*a)))
+        original = torch._foreach_copy_
+        monkeypatch.setattr(torch, "_foreach_copy_", lambda *a: (calls.append(len(a[0])), original(*a)))
         base = torch.rand(26, 3, 80, 80, generator=gen(4))
         x = {"contiguous": base, "channels_last": base.contiguous(memory_format=torch.channels_last),
              "offset_view": base[2:]}[layout]  # fmt: skip
@@ -483,7 +445,7 @@ class TestErrors:
             ({"mode": "cutout"}, r"mode must be one of 'box', 'fixed', 'pixels', 'patches', got 'cutout'"),
             ({"num_patches": 0}, r"num_patches must be a positive integer, got 0"),
             ({"seed": 1.5}, r"seed must be an integer, got 1\.5"),
-            ({"backend": "cuda"}, r"backend must be one of 'auto', 'torch', 'triton', 'native', got 'cuda'"),
+            ({"backend": "cuda"}, r"backend must be one of 'auto', 'torch', 'triton', got 'cuda'"),
             ({"mode": "fixed"}, r"mode='fixed' needs index= \(the data set index of every sample\), got None"),
             ({"mode": "fixed", "index": [1, 2]}, r"index must have shape \(4,\), one per sample, got shape \(2,\)"),
             ({"mode": "fixed", "index": [0.5] * 4}, r"index must hold integers, got a torch\.float32 tensor"),
@@ -529,10 +491,102 @@ class TestErrors:
             RandomErasingTransform()(torch.rand(8, 8))
 
 
+class FakeCuda(torch.Tensor):
+    """A CPU tensor that reports a CUDA device: the dispatch sees CUDA, the data stays on the CPU."""
+
+    @property
+    def device(self):
+        return torch.device("cuda")
+
+
+class TestDispatch:
+    """Which writer runs, with the CUDA side mocked (the Triton launch is replaced by a recorder)."""
+
+    @pytest.fixture
+    def launches(self, monkeypatch):
+        calls = []
+
+        def fake_erase_(x, fill, *, boxes=None, draw=None, seeds=(0, 0)):
+            calls.append({"boxes": boxes, "draw": draw, "seeds": seeds, "fill": fill})
+            return EraseBoxes(*(torch.zeros(x.shape[0], dtype=torch.int32),) * 4, torch.ones(x.shape[0], dtype=torch.bool))
+
+        monkeypatch.setattr(functional._triton, "HAVE_TRITON", True)
+        monkeypatch.setattr(functional._triton, "erase_", fake_erase_)
+        return calls
+
+    def test_auto_on_cuda_draws_and_writes_in_one_triton_call(self, launches):
+        x = torch.rand(4, 3, 8, 8).as_subclass(FakeCuda)
+        _, boxes = random_erase_batch(x, scale=(0.2, 0.3), return_boxes=True, generator=gen(5))
+        (call,) = launches
+        assert call["boxes"] is None and call["draw"] == {"scale": (0.2, 0.3), "ratio": (1.0, 1.0), "p": 1.0, "num_patches": None}
+        assert call["seeds"] == tuple(torch.randint(0, 2**31 - 1, (2,), generator=gen(5)).tolist())  # a CPU generator seeds it
+        assert boxes.applied.tolist() == [True] * 4  # what the kernel returned, passed on
+
+    @pytest.fixture
+    def boxes_on_cpu(self, monkeypatch):
+        """The torch writer runs on the (CPU) data of a FakeCuda tensor: draw its boxes on the CPU."""
+        original = functional.sample_boxes
+        monkeypatch.setattr(functional, "sample_boxes", lambda *a, **kw: original(*a, **{**kw, "device": "cpu"}))
+
+    def test_auto_on_cpu_and_backend_torch_never_call_triton(self, launches, boxes_on_cpu):
+        x = torch.rand(4, 3, 8, 8)
+        y, boxes = random_erase_batch(x, return_boxes=True)
+        z, zboxes = random_erase_batch(x.as_subclass(FakeCuda), backend="torch", return_boxes=True)
+        assert launches == []
+        assert torch.equal(y, reference_erase(x, boxes, MEAN))
+        assert torch.equal(z.as_subclass(torch.Tensor), reference_erase(x, zboxes, MEAN))
+
+    def test_replayed_boxes_on_cuda_go_to_the_kernel(self, launches):
+        _, boxes = random_erase_batch(torch.rand(4, 3, 8, 8), return_boxes=True)
+        x = torch.rand(4, 3, 8, 8).as_subclass(FakeCuda)
+        assert functional.erase_boxes_(x, boxes, FillSpec((0.5,) * 3)) is x
+        (call,) = launches
+        assert call["draw"] is None and torch.equal(call["boxes"].top, boxes.top)
+
+    def test_more_than_four_channel_values_fall_back_to_torch(self, launches, boxes_on_cpu):
+        x = torch.rand(4, 5, 8, 8)
+        values = (0.1, 0.2, 0.3, 0.4, 0.5)
+        y, boxes = random_erase_batch(x.as_subclass(FakeCuda), value=values, return_boxes=True)
+        assert launches == []
+        assert torch.equal(y.as_subclass(torch.Tensor), reference_erase(x, boxes, torch.tensor(values)))
+        random_erase_batch(x.as_subclass(FakeCuda), value=0.5)  # five channels, one value: the kernel takes it
+        assert len(launches) == 1
+
+    def test_pick_backend(self, monkeypatch):
+        monkeypatch.setattr(functional._triton, "HAVE_TRITON", True)
+        cuda, cpu = torch.device("cuda"), torch.device("cpu")
+        rgb, five = FillSpec((0.1, 0.2, 0.3)), FillSpec((0.1, 0.2, 0.3, 0.4, 0.5))
+        noise5 = fill_spec("random", None, 5, torch.float32)  # the same range in every channel
+        assert functional.pick_backend(cuda, rgb, 3, "auto") == "triton"
+        assert functional.pick_backend(cuda, noise5, 5, "auto") == "triton"
+        assert functional.pick_backend(cuda, five, 5, "auto") == "torch"
+        assert functional.pick_backend(cuda, rgb, 3, "auto", torch_only=True) == "torch"  # gradients, pixels
+        assert functional.pick_backend(cpu, rgb, 3, "auto") == "torch"
+        assert functional.pick_backend(cpu, rgb, 3, "triton") == "triton"  # TRITON_INTERPRET=1 tests
+        monkeypatch.setattr(functional._triton, "HAVE_TRITON", False)
+        assert functional.pick_backend(cuda, rgb, 3, "auto") == "torch"
+        with pytest.raises(ConfigError, match=r"^backend='triton' needs the triton package, which is not installed$"):
+            functional.pick_backend(cuda, rgb, 3, "triton")
+
+    def test_cpu_generator_with_cuda_tensor_on_torch_path_is_a_config_error(self, launches):
+        x = torch.rand(4, 3, 8, 8).as_subclass(FakeCuda)
+        message = r"^generator must be on the input's device \(cuda\), got a cpu generator$"
+        for kw in ({"backend": "torch"}, {"mode": "pixels"}, {"mode": "fixed", "index": range(4)}):
+            with pytest.raises(ConfigError, match=message):
+                random_erase_batch(x, generator=gen(), **kw)
+        assert launches == []
+
+    def test_generator_on_another_device_is_a_config_error_before_any_draw(self):
+        # a real device mismatch (meta tensor, CPU generator): torch itself would raise a RuntimeError
+        x = torch.empty(2, 3, 8, 8, device="meta")
+        with pytest.raises(ConfigError, match=r"^generator must be on the input's device \(meta\), got a cpu generator$"):
+            random_erase_batch(x, generator=gen())
+
+
 class TestDocstrings:
     """The ``>>>`` examples in the erasing modules run and are right."""
 
-    @pytest.mark.parametrize("module", [erasing, erasing_apply, erasing_params], ids=lambda m: m.__name__)
+    @pytest.mark.parametrize("module", [functional, params, transforms], ids=lambda m: m.__name__)
     def test_examples(self, module):
         result = doctest.testmod(module, raise_on_error=False, verbose=False)
         assert result.attempted > 0 and result.failed == 0

@@ -19,9 +19,31 @@ import pytest
 import torch
 
 from midefend import EraseBoxes, random_erase_batch
-from midefend.defenses.erasing_triton import HAVE_TRITON, compile_kernel
+from midefend.defenses.erasing import _triton
+from midefend.defenses.erasing._triton import HAVE_TRITON
 
 pytestmark = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")
+
+_POINTER_TYPES = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.uint8: "*u8"}
+
+
+def compile_kernel(target, dtype: torch.dtype, *, sample: bool, random_fill: bool):
+    """Compile the kernel ahead of time for ``target`` (e.g. ``GPUTarget("cuda", 90, 32)``), without a
+    GPU: this catches the type errors the interpreter does not check."""
+    import triton
+    from triton.compiler import ASTSource
+
+    floats = ["area_lo", "area_hi", "logr_lo", "logr_hi", "p"]
+    floats += [f"{name}{i}" for name in ("v", "lo", "hi") for i in range(_triton.MAX_FILL_CHANNELS)]
+    ints = ["seed", "fill_seed", "num_boxes", "C", "H", "W", "K", "s_b", "s_c", "s_h", "s_w"]
+    signature = {"x_ptr": _POINTER_TYPES[dtype], "box_ptr": "*i32", "applied_ptr": "*i8"}
+    signature.update({name: "i32" for name in ints})
+    signature.update({name: "fp32" for name in floats})
+    constants = dict(SAMPLE=sample, RANDOM_FILL=random_fill, INTEGER=dtype == torch.uint8, BLOCK_H=32, BLOCK_W=64,
+                     ATT=_triton.ATTEMPTS, ATT_P2=triton.next_power_of_2(_triton.ATTEMPTS))  # fmt: skip
+    signature.update({name: "constexpr" for name in constants})
+    source = ASTSource(fn=triton.jit(_triton._erase_kernel), signature=signature, constexprs=constants)
+    return triton.compile(source, target=target)
 
 
 def _replay_equal(device, shape, dtype, channels_last=False, **kw):
@@ -144,6 +166,34 @@ def test_kernel_compiles_for_cuda(dtype, sample, random_fill):
 def test_kernel_on_cuda(name):
     """The same checks with the compiled kernel on CUDA tensors."""
     CHECKS[name]("cuda")
+
+
+def test_nothing_runs_after_the_launch(monkeypatch):
+    """The host side of a sampled erase launches the kernel and then only takes views of what it
+    wrote (the boxes and the ``applied`` bytes): any op after the launch would be a second launch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from midefend.defenses.erasing import _triton
+
+    after: list[str] = []
+    launched = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if launched:
+                after.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def fake_launch(x, buf, applied, *args, **meta):
+        assert meta["SAMPLE"] and applied.dtype == torch.int8 and buf.dtype == torch.int32
+        launched.append(True)
+
+    monkeypatch.setattr(_triton, "_kernel", lambda: {(6, 1, 1): fake_launch})
+    x = torch.rand(6, 3, 8, 8)
+    with Record():
+        boxes = _triton.erase_(x, _triton.FillSpec((0.5,) * 3), draw={"scale": (0.1, 0.4), "ratio": (1.0, 1.0), "p": 1.0, "num_patches": None})
+    assert launched and boxes.applied.dtype == torch.bool and boxes.top.shape == (6,)
+    assert after and all(op.startswith(("aten.view", "aten.unbind", "aten.detach")) for op in after), str(after)
 
 
 @pytest.mark.cuda

@@ -28,7 +28,6 @@ import torch
 from PIL import Image
 
 from midefend.defenses.erasing import BatchRandomErasing, RandomErasingTransform, random_erase_batch
-from midefend.defenses.erasing_native import HAVE_NATIVE
 from midefend.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from midefend.io.checkpoints import load_checkpoint
 from midefend.io.legacy import import_research_checkpoint
@@ -508,13 +507,10 @@ class TestErasingParameters:
             random_erase_batch(x)
 
     @pytest.mark.parametrize(("kwargs", "message"), [
-        ({"backend": "cuda"}, "backend must be one of 'auto', 'torch', 'triton', 'native', got 'cuda'"),
-        ({"backend": "native", "value": "random"},
-         "backend='native' needs a constant fill, got value='random'"),
-    ], ids=["unknown", "native-random"])  # fmt: skip
+        ({"backend": "cuda"}, "backend must be one of 'auto', 'torch', 'triton', got 'cuda'"),
+        ({"backend": "native"}, "backend must be one of 'auto', 'torch', 'triton', got 'native'"),
+    ], ids=["unknown", "native-removed"])  # fmt: skip
     def test_backend(self, kwargs, message):
-        if kwargs["backend"] == "native" and not HAVE_NATIVE:
-            pytest.skip("the compiled erasing loop is not built")
         x = torch.rand(2, 3, 8, 8)
         original = x.clone()
         with pytest.raises(ConfigError, match=f"^{message}$"):

@@ -20,7 +20,7 @@ try:  # typer >= 0.24 vendors click as typer._click; older typer uses click itse
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-from .. import __version__
+from .._version import __version__
 from ..errors import MidefendError
 
 F = TypeVar("F", bound=Callable[..., Any])

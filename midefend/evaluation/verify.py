@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..errors import ConfigError, DataError
 from .classifier import Classifier
 from .evaluators import build_evaluators, judge

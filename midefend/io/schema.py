@@ -35,6 +35,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .._version import __version__
 from ..errors import CheckpointError, ConfigError, MidefendError
 
 __all__ = ["FORMAT_VERSION", "METADATA_KEY", "decode_metadata", "encode_metadata", "make_metadata", "validate_metadata"]
@@ -109,8 +110,6 @@ def make_metadata(
     extra: Any = None,
 ) -> dict[str, Any]:
     """Validated metadata from user arguments (tuples and mappings accepted); raises :class:`ConfigError`."""
-    from .. import __version__
-
     return validate_metadata(
         {
             "format_version": FORMAT_VERSION,
