@@ -84,12 +84,19 @@ def _attack_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"per_class": args.per_class, "steps": args.steps, "init_pool": args.init_pool, "seed": 0}
 
 
+def _judges(targets_dir: Path) -> list[str]:
+    """The trained evaluation model (when it exists) and FaceNet."""
+    evaluator = targets_dir / "orl-eval.safetensors"
+    return [str(evaluator), "facenet"] if evaluator.is_file() else ["facenet"]
+
+
 def _judged(report: dict[str, Any]) -> dict[str, Any]:
     m, face = report["metrics"], report["metrics"]["facenet"]
+    trained = m.get("evaluator") != "facenet"
     return {
         "accuracy": m["accuracy"],
-        "eval_top1": m["attack_acc_top1"],
-        "eval_top5": m["attack_acc_top5"],
+        "eval_top1": m["attack_acc_top1"] if trained else None,
+        "eval_top5": m["attack_acc_top5"] if trained else None,
         "facenet_top1": face["attack_acc_top1"],
         "facenet_top5": face["attack_acc_top5"],
         "agreement": face["agreement"],
@@ -103,7 +110,6 @@ def _judged(report: dict[str, Any]) -> dict[str, Any]:
 def cmd_judge(args: argparse.Namespace, results: dict[str, Any]) -> None:
     from midefend.evaluation.verify import verify
 
-    evaluator = args.targets_dir / "orl-eval.safetensors"
     rows = results.setdefault("judge", {})
     for name in args.only.split(",") if args.only else TARGETS:
         path = args.targets_dir / f"{name}.safetensors"
@@ -111,7 +117,7 @@ def cmd_judge(args: argparse.Namespace, results: dict[str, Any]) -> None:
             print(f"skip {name}: {path} is missing")
             continue
         with Clock() as clock:
-            report = verify(path, eval_model=[str(evaluator), "facenet"], classes=args.classes, out_dir=args.out_dir / name, attack_options=_attack_options(args))
+            report = verify(path, eval_model=_judges(args.targets_dir), classes=args.classes, out_dir=args.out_dir / name, attack_options=_attack_options(args))
         rows[name] = {**_judged(report), "wall_s": clock.wall, "cpu_s": clock.cpu, "classes": args.classes, **_attack_options(args), **machine()}
         save_results(args.json, results)
         print(name, json.dumps(rows[name]))
@@ -121,7 +127,6 @@ def cmd_backbone(args: argparse.Namespace, results: dict[str, Any]) -> None:
     from midefend.evaluation.verify import verify
     from midefend.training.targets import train_target
 
-    evaluator = args.targets_dir / "orl-eval.safetensors"
     rows = results.setdefault("backbone", {})
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -136,7 +141,7 @@ def cmd_backbone(args: argparse.Namespace, results: dict[str, Any]) -> None:
             save_results(args.json, results)
         if not args.no_attack:
             with Clock() as clock:
-                report = verify(out, eval_model=[str(evaluator), "facenet"], classes=args.classes, out_dir=args.out_dir / f"verify-{size}", attack_options=_attack_options(args))
+                report = verify(out, eval_model=_judges(args.targets_dir), classes=args.classes, out_dir=args.out_dir / f"verify-{size}", attack_options=_attack_options(args))
             row.update({**_judged(report), "verify_wall_s": clock.wall, "verify_cpu_s": clock.cpu, "classes": args.classes, **_attack_options(args)})
         rows[str(size)] = row
         save_results(args.json, results)
