@@ -41,11 +41,11 @@ def machine() -> dict[str, Any]:
 class Clock:
     """Wall and CPU seconds of a block (the CPU time is what the process used; the wall time includes waiting for shared cores)."""
 
-    def __enter__(self) -> "Clock":
+    def __enter__(self) -> Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.wall, self.cpu = round(time.perf_counter() - self.wall, 1), round(time.process_time() - self.cpu, 1)
 
 

@@ -12,8 +12,13 @@ import pytest
 import torch
 
 from midefend.errors import CheckpointError, ConfigError
-from midefend.facenet import InceptionResnetV1, is_available, load_facenet, prewhiten
-from midefend.facenet import loader
+from midefend.facenet import (
+    InceptionResnetV1,
+    is_available,
+    load_facenet,
+    loader,
+    prewhiten,
+)
 from midefend.facenet.graphdef import GraphFormatError, parse_graph, parse_tensor
 from midefend.facenet.model import l2_normalise
 

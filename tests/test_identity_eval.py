@@ -12,8 +12,19 @@ import torch.nn as nn
 from midefend.attacks.base import AttackResult
 from midefend.errors import ConfigError
 from midefend.evaluation.evaluate import evaluate_attack
-from midefend.evaluation.evaluators import build_evaluators, judge, split_eval_specs, Evaluators
-from midefend.evaluation.identity import NearestIdentityEvaluator, agreement, class_distances, delta_face, identity_metrics
+from midefend.evaluation.evaluators import (
+    Evaluators,
+    build_evaluators,
+    judge,
+    split_eval_specs,
+)
+from midefend.evaluation.identity import (
+    NearestIdentityEvaluator,
+    agreement,
+    class_distances,
+    delta_face,
+    identity_metrics,
+)
 
 
 class PixelEmbedder(nn.Module):

@@ -90,8 +90,11 @@ def torch_name(tf_name: str) -> str:
 
 
 def _is_parameter(node: Node) -> bool:
-    leaf = node.name.rpartition("/")[2]
-    return node.op == "Const" and node.name.startswith(_SCOPE) and (leaf in _LEAVES or node.name.rpartition("/")[0].endswith("Bottleneck/BatchNorm") and leaf in _BN_LEAVES)
+    """A constant that holds weights (not a shape, an axis or a residual scale)."""
+    scope, _, leaf = node.name.rpartition("/")
+    if node.op != "Const" or not node.name.startswith(_SCOPE):
+        return False
+    return leaf in _BN_LEAVES if scope.endswith("Bottleneck/BatchNorm") else leaf in _LEAVES
 
 
 def _module(model: torch.nn.Module, tf_scope: str) -> Any:

@@ -298,7 +298,8 @@ class FaceNet(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` in ``[0, 1]``, ``C`` 1 or 3 -> ``(B, 512)`` unit vectors."""
-        from ..attacks.priors import adapt_images  # lazily: attacks sit above this layer
+        # imported lazily: attacks sit above this layer
+        from ..attacks.priors import adapt_images
         from ..errors import ConfigError
 
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
@@ -313,4 +314,4 @@ class FaceNet(nn.Module):
         return self.embed(images)
 
 
-__all__ = ["BLOCK_SCALES", "BN_EPS", "Block17", "Block35", "Block8", "ConvUnit", "EMBEDDING_SIZE", "FaceNet", "MIN_SIZE", "InceptionResnetV1", "Mixed6a", "Mixed7a", "l2_normalise", "prewhiten"]
+__all__ = ["BLOCK_SCALES", "BN_EPS", "EMBEDDING_SIZE", "MIN_SIZE", "Block8", "Block17", "Block35", "ConvUnit", "FaceNet", "InceptionResnetV1", "Mixed6a", "Mixed7a", "l2_normalise", "prewhiten"]
