@@ -218,7 +218,8 @@ def render(results: dict[str, Any]) -> str:
     if backbone:
         lines += [
             "FaceNet-backbone ORL targets (`midefend train --arch facenet`): CASIA-WebFace weights, a new 40-class head on the 512-d bottleneck, "
-            "the leading fraction of the trunk frozen, grey 7/3 split, face-box crop, AdamW; NoDef attack as above.",
+            "the leading fraction of the trunk frozen, grey 7/3 split, face-box crop, AdamW; NoDef attack as above"
+            + ("." if any("delta_face" in r for r in backbone.values()) else " — not run: the training alone took the time left on the shared machine (a dash: not measured)."),
             "",
             "| input | epochs | freeze | Acc (%) | train wall / CPU (s) | AttAcc@1 eval (%) | AttAcc@1 FaceNet (%) | agreement (%) | δ_face | verify wall / CPU (s) | classes | load avg |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
