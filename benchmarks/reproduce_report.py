@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from midefend.evaluation import tradeoff_delta
+from midefend.evaluation import format_delta, tradeoff_delta
 
 START, END = "<!-- reproduce:start -->", "<!-- reproduce:end -->"
 #: Two-sided 95 % critical values of Student's t by degrees of freedom (a t-test of two means, n seeds each: 2n - 2).
@@ -61,6 +61,7 @@ def aggregate(block: dict[str, Any]) -> dict[str, Any]:
             continue
         m, b = entry["mean"], base["mean"]
         entry["delta"] = tradeoff_delta(acc_nodef=b["accuracy"], attack_nodef=b["attack_top1"], acc_def=m["accuracy"], attack_def=m["attack_top1"])
+        entry["no_accuracy_lost"] = entry["delta"] is None
         entry["relative_drop"] = (b["attack_top1"] - m["attack_top1"]) / b["attack_top1"] if b["attack_top1"] > 0 else 0.0
         n = len(entry["seeds"])
         diff = b["attack_top1"] - m["attack_top1"]
@@ -99,8 +100,7 @@ def dataset_markdown(name: str, block: dict[str, Any], config: dict[str, Any], r
     ]
     for model, e in block["models"].items():
         m, s = e["mean"], e["std"]
-        delta = e.get("delta")
-        delta_txt = "–" if delta is None else (delta if isinstance(delta, str) else f"{delta:.2f}")
+        delta_txt = "–" if "no_accuracy_lost" not in e else format_delta(e["delta"])
         drop = "–" if "relative_drop" not in e else f"{100 * e['relative_drop']:.0f}%" + (" (within noise)" if e["within_noise"] else "")
         lines.append(
             f"| {label(model)} | {_pct(m['accuracy'], s['accuracy'])} | {_pct(m['attack_top1'], s['attack_top1'])} | "
@@ -152,12 +152,12 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
                 + (" (difference within seed noise)" if models[r["model"]]["within_noise"] else "")
             )
         # "OP" (no accuracy lost) is the best possible trade-off
-        ranked = {k: math.inf if v.get("delta") == "OP" else v.get("delta") for k, v in defended.items()}
+        ranked = {k: math.inf if v.get("no_accuracy_lost") else v.get("delta") for k, v in defended.items()}
         ranked = {k: d for k, d in ranked.items() if isinstance(d, float)}
         if ranked:
             best = max(ranked, key=ranked.get)
             verdict = "met" if best == "midre+calor" else "missed"
-            shown = "OP" if ranked[best] == math.inf else f"{ranked[best]:.2f}"
+            shown = format_delta(None if ranked[best] == math.inf else ranked[best])
             out.append(f"- {name}: best Δ is {label(best)} ({shown}); goal: MIDRE+CALoR — **{verdict}**")
     reused = sum(summary.get("reused_seconds_by_step", {}).values())
     minutes = (summary["wall_seconds"] + reused) / 60
@@ -207,16 +207,9 @@ def write_markdown(summary: dict[str, Any], md_path: Path, results_dir: Path) ->
     body += [f"![privacy-utility trade-off]({os.path.relpath(results_dir / 'tradeoff.png', md_dir)})", "", "Goals:", ""]
     body += goal_lines(summary)
     body += ["", "Where the time went:", ""] + time_lines(summary) + ["", END]
-    text = md_path.read_text() if md_path.is_file() else "# midefend benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + "\n".join(body) + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(body) + "\n"
-    tmp = md_path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, md_path)
+    from markdown_section import replace_section
+
+    replace_section(md_path, START, END, body)
 
 
 def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:

@@ -8,7 +8,6 @@ True
 from __future__ import annotations
 
 from ._version import __version__ as __version__
-
 from .errors import AlreadyHardenedError as AlreadyHardenedError
 from .errors import AttackError as AttackError
 from .errors import CheckpointError as CheckpointError
@@ -19,101 +18,62 @@ from .errors import HeadNotFoundError as HeadNotFoundError
 from .errors import MidefendError as MidefendError
 from .errors import UnsafeCheckpointError as UnsafeCheckpointError
 from .defenses.erasing import BatchRandomErasing as BatchRandomErasing
-from .defenses.erasing import EraseBoxes as EraseBoxes
 from .defenses.erasing import RandomErasingTransform as RandomErasingTransform
 from .defenses.erasing import random_erase_batch as random_erase_batch
 from .defenses.heads import LowRankTanhHead as LowRankTanhHead
 from .defenses.losses import ConfidenceAdaptationLoss as ConfidenceAdaptationLoss
-from .defenses.losses import confidence_adaptation_loss as confidence_adaptation_loss
 from .defenses.surgery import HardenReport as HardenReport
-from .defenses.surgery import check_hardened as check_hardened
 from .defenses.surgery import harden as harden
-from .io.checkpoints import Checkpoint as Checkpoint
 from .io.checkpoints import load_checkpoint as load_checkpoint
-from .io.checkpoints import read_checkpoint_header as read_checkpoint_header
 from .io.checkpoints import save_checkpoint as save_checkpoint
-from .io.legacy import import_research_checkpoint as import_research_checkpoint
-from .data import ClassificationData as ClassificationData
-from .data import load_dataset as load_dataset
-from .data import load_digits as load_digits
-from .data import load_image_folder as load_image_folder
-from .data import load_orl as load_orl
-from .training import TrainResult as TrainResult
-from .training import train_classifier as train_classifier
-from .training import train_evaluation_model as train_evaluation_model
-from .training import train_target as train_target
-from .attacks import AttackResult as AttackResult
-from .attacks import GenerativePrior as GenerativePrior
-from .attacks import get_attack as get_attack
-from .attacks import list_attacks as list_attacks
-from .attacks import load_face_prior as load_face_prior
-from .attacks import load_prior as load_prior
-from .attacks import max_margin_loss as max_margin_loss
-from .attacks import poincare_loss as poincare_loss
-from .attacks import register_attack as register_attack
-from .attacks import run_attack as run_attack
-from .attacks import train_prior as train_prior
-from .evaluation import Classifier as Classifier
-from .evaluation import attack_accuracy as attack_accuracy
-from .evaluation import evaluate_attack as evaluate_attack
-from .evaluation import extract_features as extract_features
-from .evaluation import frechet_distance as frechet_distance
-from .evaluation import knn_distance as knn_distance
-from .evaluation import tradeoff_delta as tradeoff_delta
-from .evaluation import verify as verify
+from .models.classifier import Classifier as Classifier
+from .evaluation.verify import verify as verify
 
+# The core a training loop or a verify script imports; everything else lives in its subpackage
+# (midefend.defenses, .attacks, .evaluation, .training, .data, .io, .models).
 __all__ = [
     "__version__",
-    "AlreadyHardenedError",
-    "AttackError",
-    "CheckpointError",
+    "MidefendError",
     "ConfigError",
-    "DataError",
     "HardenError",
     "HeadNotFoundError",
-    "MidefendError",
+    "AlreadyHardenedError",
+    "CheckpointError",
     "UnsafeCheckpointError",
-    "BatchRandomErasing",
-    "EraseBoxes",
+    "DataError",
+    "AttackError",
     "RandomErasingTransform",
+    "BatchRandomErasing",
     "random_erase_batch",
     "LowRankTanhHead",
     "ConfidenceAdaptationLoss",
-    "confidence_adaptation_loss",
-    "HardenReport",
-    "check_hardened",
     "harden",
-    "Checkpoint",
-    "load_checkpoint",
-    "read_checkpoint_header",
+    "HardenReport",
     "save_checkpoint",
-    "import_research_checkpoint",
-    "ClassificationData",
-    "load_dataset",
-    "load_digits",
-    "load_image_folder",
-    "load_orl",
-    "TrainResult",
-    "train_classifier",
-    "train_evaluation_model",
-    "train_target",
-    "AttackResult",
-    "GenerativePrior",
-    "get_attack",
-    "list_attacks",
-    "load_face_prior",
-    "load_prior",
-    "max_margin_loss",
-    "poincare_loss",
-    "register_attack",
-    "run_attack",
-    "train_prior",
+    "load_checkpoint",
     "Classifier",
-    "attack_accuracy",
-    "evaluate_attack",
-    "extract_features",
-    "frechet_distance",
-    "knn_distance",
-    "tradeoff_delta",
     "verify",
 ]
+
+# Names the top level held before 0.2, still found (with a DeprecationWarning) so old code runs.
+_MOVED = {
+    "midefend.defenses": ("EraseBoxes", "confidence_adaptation_loss", "check_hardened"),
+    "midefend.io": ("Checkpoint", "read_checkpoint_header", "import_research_checkpoint"),
+    "midefend.data": ("ClassificationData", "load_dataset", "load_digits", "load_image_folder", "load_orl"),
+    "midefend.training": ("TrainResult", "train_classifier", "train_evaluation_model", "train_target"),
+    "midefend.attacks": ("AttackResult", "GenerativePrior", "get_attack", "list_attacks", "load_face_prior", "load_prior",
+                         "max_margin_loss", "poincare_loss", "register_attack", "run_attack", "train_prior"),
+    "midefend.evaluation": ("attack_accuracy", "evaluate_attack", "extract_features", "frechet_distance", "knn_distance",
+                            "tradeoff_delta"),
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    for package, names in _MOVED.items():
+        if name in names:
+            import importlib
+            import warnings
+
+            warnings.warn(f"midefend.{name} moved: import it from {package}", DeprecationWarning, stacklevel=2)
+            return getattr(importlib.import_module(package), name)
+    raise AttributeError(f"module 'midefend' has no attribute {name!r}")

@@ -87,8 +87,26 @@ def check_bool(name: str, value: Any) -> bool:
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
-        raise fail(name, f"one of {', '.join(repr(c) for c in choices)}", value)
+        raise fail(name, f"one of {', '.join(choices)}", value)
     return value
+
+
+def check_device(device: Any) -> torch.device:
+    """A ``torch.device`` that exists here: checked before anything is read or built."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError, OverflowError):  # an int index beyond int64 is a ValueError
+        raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+    if device.type == "cuda" and not _cuda_available():
+        raise ConfigError(f"device {str(device)!r} is not available (no CUDA device found)")
+    return device
+
+
+def _cuda_available() -> bool:
+    try:
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - a CUDA build without a driver raises on the query
+        return False
 
 
 def describe(value: Any) -> str:

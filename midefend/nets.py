@@ -31,12 +31,11 @@ torch.Size([2, 256])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-from .architectures import register_architecture
 from .errors import ConfigError
 
 
@@ -164,16 +163,46 @@ class VGGSmall(_TimmLike):
         return self.features(x)
 
 
-@register_architecture("resnet_small")
+#: midefend's own architectures by name; :mod:`midefend.architectures` registers them (this module
+#: imports nothing of midefend's but the errors, so the two cannot form an import cycle).
+BUILTIN_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def _builtin(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        BUILTIN_ARCHITECTURES[name] = fn
+        return fn
+
+    return add
+
+
+@_builtin("resnet_small")
 def resnet_small(*, num_classes: int, in_chans: int = 3, **kwargs) -> ResNetSmall:
     """The default target model (``widths``, ``depths``, ``drop_rate`` adjustable)."""
     return ResNetSmall(num_classes, in_chans, **kwargs)
 
 
-@register_architecture("vgg_small")
+@_builtin("vgg_small")
 def vgg_small(*, num_classes: int, in_chans: int = 3, **kwargs) -> VGGSmall:
     """The default evaluation model (``widths``, ``hidden``, ``drop_rate`` adjustable)."""
     return VGGSmall(num_classes, in_chans, **kwargs)
 
 
-__all__ = ["BasicBlock", "ResNetSmall", "VGGSmall", "conv_bn_relu", "resnet_small", "vgg_small"]
+@_builtin("vib")
+def vib(*, num_classes: int, in_chans: int = 3, base: str = "midefend/resnet_small", base_kwargs: dict | None = None,
+        dim: int | None = None) -> nn.Module:  # fmt: skip
+    """``base`` with MID's variational bottleneck head of ``dim`` units (default half the features).
+
+    What a checkpoint trained with ``--defense mid`` records, so the file alone rebuilds the network.
+    """
+    from .architectures import build_model
+    from .defenses.baselines.mid import add_bottleneck
+
+    if base == "midefend/vib":
+        raise ConfigError("the base of midefend/vib cannot be midefend/vib itself")
+    model = build_model(base, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
+    add_bottleneck(model, dim)
+    return model
+
+
+__all__ = ["BasicBlock", "ResNetSmall", "VGGSmall", "conv_bn_relu", "resnet_small", "vgg_small", "vib"]

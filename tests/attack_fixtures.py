@@ -61,6 +61,20 @@ def write_digit_folder(root: Path, x: torch.Tensor, y: torch.Tensor) -> Path:
     return root
 
 
+def record_chunks(monkeypatch, *classes: type) -> list[list[int]]:
+    """Patch ``_attack_chunk`` of the given attack classes to record each chunk they compute; returns the record."""
+    calls: list[list[int]] = []
+    for cls in classes:
+        original = cls._attack_chunk
+
+        def counting(self, ctx, chunk, advance, _original=original):
+            calls.append(list(chunk))
+            return _original(self, ctx, chunk, advance)
+
+        monkeypatch.setattr(cls, "_attack_chunk", counting)
+    return calls
+
+
 _CACHE: dict[str, SimpleNamespace] = {}
 
 

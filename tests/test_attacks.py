@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 
+from attack_fixtures import record_chunks
 from attack_fixtures import tiny_world  # noqa: F401  (session fixture: tiny models, data, prior)
 from midefend.attacks import (
     Attack,
@@ -26,7 +27,6 @@ from midefend.attacks import (
 from midefend.attacks.augment import apply_params, draw_params
 from midefend.attacks.base import class_seed
 from midefend.errors import AttackError, CheckpointError, ConfigError
-from midefend.evaluation import Classifier
 from midefend.evaluation.metrics import attack_accuracy
 
 
@@ -94,14 +94,7 @@ class TestResume:
             "attack.json", "class_00000.safetensors", "class_00002.safetensors", "class_00004.safetensors",
         ]
         (tmp_path / "a" / "class_00002.safetensors").unlink()  # as if interrupted before class 2 was written
-        calls = []
-        original = Attack._attack_chunk
-
-        def counting(self, ctx, chunk, advance):
-            calls.append(list(chunk))
-            return original(self, ctx, chunk, advance)
-
-        monkeypatch.setattr(Attack, "_attack_chunk", counting)
+        calls = record_chunks(monkeypatch, Attack)
         resumed = run_attack("ppa", tiny["target"], tiny["prior"], out_dir=tmp_path / "a", resume=True, **self.KW)
         assert calls == [[2]]
         assert torch.equal(resumed.images, full.images)
@@ -130,7 +123,7 @@ class TestAttackErrors:
             ({"per_class": 0}, r"per_class must be a positive integer, got 0"),
             ({"steps": 2.5}, r"steps must be a positive integer, got 2.5"),
             ({"per_class": 4, "candidates": 2}, r"candidates must be >= per_class \(4\), got 2"),
-            ({"lr": -1.0}, r"lr must be a positive number, got -1.0"),
+            ({"lr": -1.0}, r"lr must be a positive finite number, got -1.0"),
             ({"loss": "hinge"}, r"unknown identity loss 'hinge'"),
             ({"augment": "rotate"}, r"augment must be one of crop\+flip, crop, none, got 'rotate'"),
             ({"precision": "fp8"}, r"precision must be one of auto, fp32, bf16, got 'fp8'"),
@@ -165,12 +158,12 @@ class TestAttackErrors:
 
 class TestRegistry:
     def test_builtin(self):
-        assert list_attacks() == ["gmi", "miface", "ppa"]
+        assert list_attacks() == ["brep", "gmi", "miface", "nes", "plg", "ppa"]
         assert list_attacks(include="*i*", exclude="gmi") == ["miface"]
         assert get_attack("miface").uses_prior is False
 
     def test_unknown(self):
-        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: gmi, miface, ppa"):
+        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: brep, gmi, miface, nes, plg, ppa"):
             get_attack("foo")
 
     def test_duplicate(self):
@@ -247,7 +240,7 @@ class TestPriors:
 class TestAugmentAndSeeds:
     def test_identity_and_flip(self):
         x = torch.rand(2, 1, 6, 6)
-        params = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, -1.0]])
+        params = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0, -1.0]])
         out = apply_params(x, params)
         torch.testing.assert_close(out[0], x[0])
         torch.testing.assert_close(out[1], x[1].flip(-1))
@@ -255,9 +248,22 @@ class TestAugmentAndSeeds:
     def test_draw_ranges(self):
         p = draw_params(torch.Generator().manual_seed(0), (1000,), scale=(0.9, 1.0), flip=False)
         side = p[:, 0]
+        assert torch.equal(p[:, 0], p[:, 1])  # square crops
         assert float(side.min()) >= 0.9**0.5 - 1e-6 and float(side.max()) <= 1.0
-        assert bool(((p[:, 1].abs() <= 1 - side + 1e-6) & (p[:, 2].abs() <= 1 - side + 1e-6)).all())
-        assert bool((p[:, 3] == 1.0).all())
+        assert bool(((p[:, 2].abs() <= 1 - side + 1e-6) & (p[:, 3].abs() <= 1 - side + 1e-6)).all())
+        assert bool((p[:, 4] == 1.0).all())
+
+    def test_draw_ratio_and_area(self):
+        # RandomResizedCrop(scale=(0.5, 0.9), ratio=(0.8, 1.2)): area s_x * s_y and aspect s_x / s_y in range
+        # (up to the cap of a side at 1), offsets keep the crop inside, flips about half the time.
+        p = draw_params(torch.Generator().manual_seed(0), (4000,), scale=(0.5, 0.9), ratio=(0.8, 1.2), flip=True)
+        area, aspect = p[:, 0] * p[:, 1], p[:, 0] / p[:, 1]
+        uncapped = (p[:, 0] < 1) & (p[:, 1] < 1)
+        assert float(area[uncapped].min()) >= 0.5 - 1e-5 and float(area.max()) <= 0.9 + 1e-5
+        assert float(aspect[uncapped].min()) >= 0.8 - 1e-5 and float(aspect[uncapped].max()) <= 1.2 + 1e-5
+        assert float(aspect.min()) < 0.85 and float(aspect.max()) > 1.15  # the ratio is really drawn
+        assert bool(((p[:, 2].abs() <= 1 - p[:, 0] + 1e-6) & (p[:, 3].abs() <= 1 - p[:, 1] + 1e-6)).all())
+        assert 0.45 < float((p[:, 4] == -1).float().mean()) < 0.55
 
     def test_class_seeds_distinct(self):
         seeds = {class_seed(s, c) for s in range(5) for c in range(100)}

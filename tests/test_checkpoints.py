@@ -262,7 +262,7 @@ class TestStripPrefixes:
             wrapper.forward = lambda x: wrapper.module(x.flatten(1))
             return wrapper
 
-        monkeypatch.setitem(architectures._REGISTRY, "_test_module_child", build)
+        monkeypatch.setitem(architectures._REGISTRY, "midefend/_test_module_child", build)  # keyed by full name
         spec = {"arch": "midefend/_test_module_child", "num_classes": 2, "input_size": (3, 1, 1), "mean": (0,) * 3, "std": (1,) * 3}
         model = build(2)
         path = save_checkpoint(model, tmp_path / "m.safetensors", **spec)
@@ -330,7 +330,7 @@ class TestSaveErrors:
             ({"num_classes": True}, r"num_classes must be a positive integer, got True"),
             ({"arch": ""}, r"arch must be a non-empty string like 'timm/resnet18', got ''"),
             ({"arch": "timm/not_a_net"}, r"cannot build architecture 'timm/not_a_net': unknown timm architecture"),
-            ({"arch": "keras/resnet"}, r"unknown architecture source 'keras'"),
+            ({"arch": "keras/resnet"}, r"unknown architecture .keras/resnet. \(registered: "),
             ({"arch_kwargs": {"in_chans": 1, "num_classes": 3}}, r"arch_kwargs must not contain num_classes"),
             ({"arch_kwargs": {"in_chans": 1, "bogus": 1}}, r"cannot build architecture 'timm/test_resnet' with arch_kwargs=\{'in_chans': 1, 'bogus': 1\}: TypeError"),
             ({"arch_kwargs": {}}, r"input_size has 1 channel\(s\) but the architecture is built with in_chans=3"),
@@ -507,7 +507,7 @@ class TestLoadErrors:
         [
             ({"arch": "timm/not_a_net"}, r"cannot build architecture 'timm/not_a_net': unknown timm architecture 'not_a_net'"),
             ({"arch": "torchvision/not_a_net"}, r"cannot build architecture 'torchvision/not_a_net': unknown torchvision"),
-            ({"arch": "midefend/not_a_net"}, r"cannot build architecture 'midefend/not_a_net': unknown midefend architecture"),
+            ({"arch": "midefend/not_a_net"}, r"cannot build architecture 'midefend/not_a_net': unknown architecture 'midefend/not_a_net'"),
             ({"arch_kwargs": {"in_chans": 1, "bogus": 3}}, r"cannot build architecture 'timm/test_resnet' with arch_kwargs=.*TypeError"),
         ],
     )

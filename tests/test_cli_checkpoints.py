@@ -32,9 +32,9 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def assert_one_line_error(result, pattern: str) -> None:
-    """Exit code 1, exactly one line on stderr, ``error: ...`` matching ``pattern``, no traceback."""
-    assert result.exit_code == 1, result.output
+def assert_one_line_error(result, pattern: str, code: int = 1) -> None:
+    """Exit ``code``, exactly one line on stderr, ``error: ...`` matching ``pattern``, no traceback."""
+    assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), lines[0]
@@ -102,7 +102,8 @@ class TestInspect:
         assert json.loads(result.stdout)["check"] == "ok"
 
     def test_missing(self, tmp_path):
-        assert_one_line_error(invoke("inspect", tmp_path / "no.safetensors"), r"checkpoint '.*no.safetensors' does not exist$")
+        result = invoke("inspect", tmp_path / "no.safetensors")  # a missing input path: usage error, as in verify
+        assert_one_line_error(result, r"Invalid value for 'CKPT': (?i:file) '.*no.safetensors' does not exist\. \(see 'midefend inspect --help'\)$", code=2)
 
     def test_empty(self, tmp_path):
         (tmp_path / "e.safetensors").write_bytes(b"")
@@ -149,7 +150,7 @@ class TestHarden:
         ckpt = load_checkpoint(hardened)
         assert ckpt.hardening["rank"] == 3 and ckpt.hardening["head_paths"] == ["fc"]
         assert ckpt.hardening["init"] == "svd" and ckpt.hardening["norm"] is True
-        assert ckpt.defense == {"name": "nodef"}
+        assert ckpt.defense == {"name": "calor", "rank": 3, "activation": "tanh", "heads": ["fc"], "fine_tuned": False}
         assert ckpt.extra == {"hardened_from": "plain.safetensors", "source_extra": {"acc": 0.9}}
         assert ckpt.input_size == (1, 32, 32) and ckpt.mean == (0.5,) and ckpt.std == (0.25,)
         # The same surgery done in Python gives the same model.
@@ -211,7 +212,7 @@ class TestHarden:
             (["--rank", "0"], r"rank must be a positive integer, got 0$"),
             (["--rank", "-3"], r"rank must be a positive integer, got -3$"),
             (["--rank", "8"], r"rank must be in \[1, 7\] for ResNet.fc \(min\(in_features=96, num_classes=7\)\), got 8$"),
-            (["--rank", "3", "--activation", "swish"], r"activation must be one of \['identity', 'relu', 'sigmoid', 'tanh'\], got 'swish'$"),
+            (["--rank", "3", "--activation", "swish"], r"activation must be one of identity, relu, sigmoid, tanh, got 'swish'$"),
             (["--rank", "3", "--init", "pca"], r"init must be one of svd, random, got 'pca'$"),
             (["--rank", "3", "--head", "classifier"], r"ResNet has no submodule 'classifier' to harden$"),
             (["--rank", "3", "--head", "conv1.0"], r"ResNet.conv1.0 is .*Conv2d, not an nn.Linear classifier"),
@@ -226,7 +227,7 @@ class TestHarden:
         assert_one_line_error(
             invoke("harden", tmp_path / "in.safetensors", tmp_path / "out.safetensors", "--rank", 3), r"not a valid safetensors file"
         )
-        assert_one_line_error(invoke("harden", tmp_path / "none.safetensors", tmp_path / "out.safetensors", "--rank", 3), r"does not exist$")
+        assert_one_line_error(invoke("harden", tmp_path / "none.safetensors", tmp_path / "out.safetensors", "--rank", 3), r".*'IN': (?i:file) .* does not exist\..*", code=2)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["in.safetensors"]
 
     def test_bad_output_path(self, plain, tmp_path):

@@ -85,7 +85,8 @@ def test_orl_by_name(orl_dir, tmp_path, monkeypatch):
 def test_errors_are_one_line_and_write_nothing(folder, tmp_path):
     out = tmp_path / "x.safetensors"
     assert_one_line_error(
-        invoke("--data", folder, "--defense", "dp", "--out", out), r"defense must be one of nodef, midre, calor"
+        invoke("--data", folder, "--defense", "dp", "--out", out),
+        r"unknown defense 'dp'; known defenses: bido, calor, mid, midre, midre\+calor, nls, nodef, tl$",
     )
     assert_one_line_error(
         invoke("--data", tmp_path / "nowhere", "--out", out), r"data '.*nowhere' is neither 'orl', 'digits'"

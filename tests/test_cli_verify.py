@@ -14,7 +14,7 @@ from midefend.cli import app
 from midefend.evaluation.verify import parse_classes
 from midefend.errors import ConfigError
 
-FAST = ["--steps", "4", "--per-class", "2", "--quiet"]
+FAST = ["--attack", "ppa", "--steps", "4", "--per-class", "2", "--quiet"]
 
 
 def _run(*args: str):
@@ -64,8 +64,9 @@ class TestCompare:
         result = _run(*args, "--prior", w.paths["prior"], "--out", out, *FAST)
         assert result.exit_code == 0, result.output
         table = (out / "compare.md").read_text().splitlines()
-        assert table[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ |"
-        assert [line.split(" | ")[0] for line in table[2:]] == ["| target", "| eval"]
+        assert table[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ | strongest attack |"
+        assert [line.split(" | ")[0] for line in table[2:4]] == ["| target", "| eval"]
+        assert [line.split(" | ")[-1] for line in table[2:4]] == ["ppa |", "ppa |"]
         rows = json.loads((out / "compare.json").read_text())["rows"]
         # From the saved reports alone (no attack): the same table.
         again = _run("compare", out / "target" / "report.json", out / "eval", "--out", tmp_path / "cmp2")
@@ -91,7 +92,7 @@ class TestErrors:
         assert message in result.output
 
     def test_unknown_attack(self, tiny_world, tmp_path):
-        self._assert_one_line_error(_run(*_verify_args(tiny_world, tmp_path, "--attack", "foo")), "unknown attack 'foo'; known attacks: gmi, miface, ppa")
+        self._assert_one_line_error(_run(*_verify_args(tiny_world, tmp_path, "--attack", "foo")), "unknown attack 'foo'; known attacks: brep, gmi, miface, nes, plg, ppa")
 
     def test_missing_prior_file(self, tiny_world, tmp_path):
         w = tiny_world
@@ -100,7 +101,7 @@ class TestErrors:
 
     def test_gmi_with_face_prior(self, tiny_world, tmp_path):
         w = tiny_world
-        args = ["verify", w.paths["target"], "--eval-model", w.paths["eval"], "--data", w.folder, "--attack", "gmi", "--out", tmp_path, *FAST]
+        args = ["verify", w.paths["target"], "--eval-model", w.paths["eval"], "--data", w.folder, "--out", tmp_path, *FAST, "--attack", "gmi"]
         self._assert_one_line_error(_run(*args), "attack 'gmi' needs a prior with a discriminator; prior 'face-gan' has none")
 
     def test_bad_classes(self, tiny_world, tmp_path):

@@ -129,7 +129,7 @@ class TestReadImage:
             read_image(tmp_path / "small.png", size=8, channels=1, box=(0, 0, 20, 20))
         with pytest.raises(ConfigError, match="channels must be 1 \\(grey\\) or 3 \\(RGB\\), got 2"):
             read_image(tmp_path / "small.png", size=8, channels=2)
-        with pytest.raises(ConfigError, match="size must be an integer in \\[4, 4096\\], got 2"):
+        with pytest.raises(ConfigError, match=r"size must be an integer in \[4, 4096\] or a \(height, width\) pair of them, got 2"):
             read_image(tmp_path / "small.png", size=2, channels=1)
 
     def test_natural_order(self):

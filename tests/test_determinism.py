@@ -49,6 +49,8 @@ def run_verify(ws: dict[str, Path], out: Path, attack: str, seed: int) -> dict:
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     report.pop("timing")  # wall-clock seconds
+    for row in report["attacks"]:
+        row.pop("seconds")
     report["files"] = {k: Path(v).name for k, v in report["files"].items()}
     return report
 

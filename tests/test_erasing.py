@@ -20,7 +20,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from conftest import devices
-from midefend import BatchRandomErasing, ConfigError, EraseBoxes, RandomErasingTransform, random_erase_batch
+from midefend import BatchRandomErasing, ConfigError, RandomErasingTransform, random_erase_batch
+from midefend.defenses.erasing import EraseBoxes
 from midefend.defenses.erasing import functional, params, transforms
 from midefend.defenses.erasing.params import (
     ATTEMPTS,
@@ -442,10 +443,10 @@ class TestErrors:
             ({"value": (0.1, 0.2)}, r"value must have 1 or 3 entries \(one per channel\), got 2: \(0\.1, 0\.2\)"),
             ({"normalized": "imagenet"}, r"normalized must be None, 'midre' or a \(mean, std\) pair, got 'imagenet'"),
             ({"normalized": ((0.5,), (0.0,))}, r"normalized std must be > 0, got \(0\.0,\)"),
-            ({"mode": "cutout"}, r"mode must be one of 'box', 'fixed', 'pixels', 'patches', got 'cutout'"),
+            ({"mode": "cutout"}, r"mode must be one of box, fixed, pixels, patches, got 'cutout'"),
             ({"num_patches": 0}, r"num_patches must be a positive integer, got 0"),
             ({"seed": 1.5}, r"seed must be an integer, got 1\.5"),
-            ({"backend": "cuda"}, r"backend must be one of 'auto', 'torch', 'triton', got 'cuda'"),
+            ({"backend": "cuda"}, r"backend must be one of auto, torch, triton, got 'cuda'"),
             ({"mode": "fixed"}, r"mode='fixed' needs index= \(the data set index of every sample\), got None"),
             ({"mode": "fixed", "index": [1, 2]}, r"index must have shape \(4,\), one per sample, got shape \(2,\)"),
             ({"mode": "fixed", "index": [0.5] * 4}, r"index must hold integers, got a torch\.float32 tensor"),

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from midefend import EraseBoxes, random_erase_batch
+from midefend.defenses.erasing import EraseBoxes, random_erase_batch
 from midefend.defenses.erasing import _triton
 from midefend.defenses.erasing._triton import HAVE_TRITON
 

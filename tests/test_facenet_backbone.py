@@ -67,9 +67,9 @@ def test_checkpoint_rebuilds_without_the_package(tmp_path, monkeypatch):
         assert torch.equal(ckpt.model.state_dict()[name], value), name
 
 
-def test_freeze_needs_the_facenet_arch(tmp_path, monkeypatch):
+def test_backbone_freeze_needs_the_facenet_arch(tmp_path, monkeypatch):
     from midefend.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "m.safetensors"), "--freeze", "0.5"])
+    result = CliRunner().invoke(app, ["train", "--data", "digits", "--out", str(tmp_path / "m.safetensors"), "--backbone-freeze", "0.5"])
     assert result.exit_code == 1
-    assert "error: --freeze applies to --arch facenet (a pre-trained backbone), got --arch midefend/resnet_small" in result.output
+    assert "error: --backbone-freeze applies to --arch facenet (a pre-trained backbone), got --arch midefend/resnet_small" in result.output

@@ -317,8 +317,8 @@ class TestErasingParameters:
         y, boxes = out
         for b in range(3):
             expected = torch.zeros(size)
-            t, l, h, w = (int(v[b]) for v in boxes[:4])
-            expected[t : t + h, l : l + w] = 1.0
+            top, left, h, w = (int(v[b]) for v in boxes[:4])
+            expected[top : top + h, left : left + w] = 1.0
             assert torch.equal(y[b, 0], expected)
 
     @pytest.mark.parametrize("shape", [(3, 0, 4), (3, 4, 0), (2, 3, 0, 7), (0, 1, 0)])

@@ -13,7 +13,7 @@ import torchvision
 from conftest import devices
 
 from midefend import AlreadyHardenedError, ConfigError, HardenError, HeadNotFoundError, LowRankTanhHead
-from midefend.defenses.surgery import HARDENING_ATTR, HardenReport, check_hardened, harden
+from midefend.defenses.surgery import HARDENING_ATTR, HardenReport, check_hardened, harden, hardened_heads
 
 
 # The data-free warm start warns (tested in TestSvdWarmStart); most tests here do not calibrate.
@@ -70,7 +70,9 @@ class TestHardenReplacesHead:
         hardened = report.model
         assert hardened is not model and isinstance(hardened.fc, LowRankTanhHead)
         assert hardened.fc.config() == {"in_features": 512, "num_classes": 10, "rank": 3, "activation": "sigmoid", "norm": False, "bias": True}
-        assert check_hardened(model) == {}
+        assert hardened_heads(model) == {}
+        with pytest.raises(HardenError, match=r"^ResNet is not hardened: it has no LowRankTanhHead \(use midefend.harden\)$"):
+            check_hardened(model)
 
     def test_keeps_dtype_and_training_flag(self):
         model = _resnet().double().eval()
@@ -176,7 +178,7 @@ class TestHardenRefuses:
     @pytest.mark.parametrize(
         "kwargs, match",
         [
-            ({"activation": "elu"}, r"activation must be one of \['identity', 'relu', 'sigmoid', 'tanh'\], got 'elu'"),
+            ({"activation": "elu"}, r"activation must be one of identity, relu, sigmoid, tanh, got 'elu'"),
             ({"norm": "yes"}, r"norm must be True or False, got 'yes'"),
             ({"init": "xavier"}, r"init must be one of svd, random, got 'xavier'"),
             ({"copy": 1}, r"copy must be True or False, got 1"),
@@ -197,6 +199,8 @@ class TestHardenRefuses:
             harden("resnet18", rank=2)
         with pytest.raises(ConfigError, match=r"model must be a torch.nn.Module, got int 3"):
             check_hardened(3)
+        with pytest.raises(ConfigError, match=r"model must be a torch.nn.Module, got int 3"):
+            hardened_heads(3)
 
 
 class TestRehardening:
@@ -223,7 +227,9 @@ class TestRehardening:
 class TestCheckHardened:
     def test_reports_paths_and_configs(self):
         model = timm.create_model("resnet10t", num_classes=8)
-        assert check_hardened(model) == {}
+        assert hardened_heads(model) == {}
+        with pytest.raises(HardenError, match=r"^ResNet is not hardened: it has no LowRankTanhHead \(use midefend.harden\)$"):
+            check_hardened(model)
         harden(model, rank=3, activation="relu")
         assert check_hardened(model) == {
             "fc": {"in_features": 512, "num_classes": 8, "rank": 3, "activation": "relu", "norm": True, "bias": True}
@@ -308,8 +314,8 @@ class TestSvdWarmStart:
     @pytest.mark.parametrize(
         "calibration, match",
         [
-            ("images", r"calibration must be a float tensor of model inputs or a non-empty list of them, got str 'images'"),
-            ([], r"calibration must be a float tensor .*got list \[\]"),
+            ("images", r"calibration must be a float tensor of model inputs, a list of them, an \(inputs, labels\) pair or a DataLoader of such batches, got str$"),
+            ([], r"^calibration is empty: give at least one batch of training inputs$"),
             (torch.zeros(2, 3, 32, 32, dtype=torch.uint8), r"calibration must be a float tensor .*got a torch.uint8 tensor"),
             (torch.randn(2, 5, 32, 32), r"calibration could not be run through ResNet: .*"),
         ],

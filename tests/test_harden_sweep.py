@@ -16,7 +16,7 @@ import torchvision
 
 from midefend import HeadNotFoundError, LowRankTanhHead
 from midefend.defenses.head_locations import find_head_paths
-from midefend.defenses.surgery import check_hardened, harden
+from midefend.defenses.surgery import check_hardened, harden, hardened_heads
 
 pytestmark = pytest.mark.filterwarnings("ignore:harden\\(init='svd'\\) without calibration data")
 
@@ -161,7 +161,7 @@ def test_refused_models(build, match):
     model = build()
     with pytest.raises(HeadNotFoundError, match=match):
         harden(model, rank=RANK)
-    assert check_hardened(model) == {}
+    assert hardened_heads(model) == {}
 
 
 def _compile_smoke(backend: str) -> None:

@@ -139,7 +139,7 @@ class TestRankValidation:
         [
             ({"in_features": 0}, r"in_features must be a positive integer, got 0"),
             ({"num_classes": 2.5}, r"num_classes must be a positive integer, got 2.5"),
-            ({"activation": "gelu"}, r"activation must be one of \['identity', 'relu', 'sigmoid', 'tanh'\], got 'gelu'"),
+            ({"activation": "gelu"}, r"activation must be one of identity, relu, sigmoid, tanh, got 'gelu'"),
             ({"norm": 1}, r"norm must be True or False, got 1"),
             ({"bias": None}, r"bias must be True or False, got None"),
         ],

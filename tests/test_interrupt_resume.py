@@ -60,9 +60,11 @@ def class_files(out: Path) -> dict[int, Path]:
 
 
 def comparable_report(out: Path) -> dict:
-    """``report.json`` without ``timing`` (wall-clock seconds differ from run to run)."""
+    """``report.json`` without ``timing`` and the attack rows' ``seconds`` (wall-clock seconds differ from run to run)."""
     report = json.loads((out / "report.json").read_text())
     report.pop("timing")
+    for row in report["attacks"]:
+        row.pop("seconds")
     report["files"] = {k: Path(v).name for k, v in report["files"].items()}
     return report
 

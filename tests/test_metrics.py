@@ -15,6 +15,7 @@ from midefend.evaluation.features import extract_features
 from midefend.evaluation.metrics import (
     accuracy,
     attack_accuracy,
+    format_delta,
     frechet_distance,
     knn_distance,
     topk_hits,
@@ -120,8 +121,9 @@ class TestTradeoff:
         assert tradeoff_delta(acc_nodef=90.0, attack_nodef=80.0, acc_def=85.0, attack_def=40.0) == pytest.approx(8.0)
 
     def test_op_when_no_accuracy_lost(self):
-        assert tradeoff_delta(acc_nodef=0.9, attack_nodef=0.8, acc_def=0.9, attack_def=0.2) == "OP"
-        assert tradeoff_delta(acc_nodef=0.9, attack_nodef=0.8, acc_def=0.95, attack_def=0.9) == "OP"
+        assert tradeoff_delta(acc_nodef=0.9, attack_nodef=0.8, acc_def=0.9, attack_def=0.2) is None  # no accuracy lost
+        assert tradeoff_delta(acc_nodef=0.9, attack_nodef=0.8, acc_def=0.95, attack_def=0.9) is None
+        assert format_delta(None) == "OP" and format_delta(8.0) == "8.00" and format_delta(-0.125) == "-0.12"
 
     def test_error(self):
         with pytest.raises(ConfigError, match=r"acc_def must be a number, got None"):

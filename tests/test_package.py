@@ -46,3 +46,22 @@ def test_py_typed_shipped():
     from pathlib import Path
 
     assert (Path(spec.origin).parent / "py.typed").is_file()
+
+
+def test_top_level_is_the_core_and_the_rest_lives_in_subpackages():
+    assert len(midefend.__all__) <= 22
+    assert {"harden", "random_erase_batch", "RandomErasingTransform", "LowRankTanhHead", "ConfidenceAdaptationLoss",
+            "save_checkpoint", "load_checkpoint", "Classifier", "verify", "MidefendError"} <= set(midefend.__all__)  # fmt: skip
+    for package, names in midefend._MOVED.items():
+        sub = importlib.import_module(package)
+        for name in names:
+            assert name not in midefend.__all__ and name in sub.__all__, (package, name)
+
+
+def test_a_moved_name_still_resolves_with_a_warning():
+    from midefend.data import load_orl
+
+    with pytest.warns(DeprecationWarning, match=r"^midefend.load_orl moved: import it from midefend.data$"):
+        assert midefend.load_orl is load_orl
+    with pytest.raises(AttributeError, match=r"module 'midefend' has no attribute 'nothing_here'"):
+        _ = midefend.nothing_here

@@ -475,7 +475,7 @@ ERASING = [
     ({"p": -0.1}, "p must be a probability in \\[0, 1\\], got -0.1"),
     ({"value": "median"}, "value must be 'mean', 'random', a number or a per-channel tuple, got 'median'"),
     ({"value": (0.1, 0.2)}, "value must have 1 or 3 entries \\(one per channel\\), got 2: \\(0.1, 0.2\\)"),
-    ({"mode": "circle"}, "mode must be one of 'box', 'fixed', 'pixels', 'patches', got 'circle'"),
+    ({"mode": "circle"}, "mode must be one of box, fixed, pixels, patches, got 'circle'"),
     ({"mode": "patches", "num_patches": 0}, "num_patches must be a positive integer, got 0"),
     ({"normalized": ((0.5,), (0.0,))}, "normalized std must be > 0, got \\(0.0,\\)"),
 ]
@@ -507,8 +507,8 @@ class TestErasingParameters:
             random_erase_batch(x)
 
     @pytest.mark.parametrize(("kwargs", "message"), [
-        ({"backend": "cuda"}, "backend must be one of 'auto', 'torch', 'triton', got 'cuda'"),
-        ({"backend": "native"}, "backend must be one of 'auto', 'torch', 'triton', got 'native'"),
+        ({"backend": "cuda"}, "backend must be one of auto, torch, triton, got 'cuda'"),
+        ({"backend": "native"}, "backend must be one of auto, torch, triton, got 'native'"),
     ], ids=["unknown", "native-removed"])  # fmt: skip
     def test_backend(self, kwargs, message):
         x = torch.rand(2, 3, 8, 8)
@@ -537,7 +537,7 @@ VERIFY_OPTIONS = [
     (["--per-class", "0"], "per_class must be a positive integer, got 0"),
     (["--per-class", "3", "--candidates", "2"], "candidates must be >= per_class \\(3\\), got 2"),
     (["--steps", "0"], "steps must be a positive integer, got 0"),
-    (["--attack", "deepinversion"], "unknown attack 'deepinversion'; known attacks: gmi, miface, ppa"),
+    (["--attack", "deepinversion"], "unknown attack 'deepinversion'; known attacks: brep, gmi, miface, nes, plg, ppa"),
     (["--loss", "hinge"], "unknown identity loss 'hinge'; expected one of poincare, max-margin, logit, cross-entropy"),
     (["--device", "cuda:7"], "device 'cuda:7' is not available \\(no CUDA device found\\)"),
     (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
@@ -674,8 +674,8 @@ class TestDemo:
 TRAIN_OPTIONS = [
     (["--batch-size", "1"], "batch_size must be an integer >= 2, got 1"),
     (["--epochs", "0"], "epochs must be an integer >= 1, got 0"),
-    (["--lr", "-1"], "lr must be a positive number, got -1.0"),
-    (["--lr", "nan"], "lr must be a positive number, got nan"),
+    (["--lr", "-1"], "lr must be a positive finite number, got -1.0"),
+    (["--lr", "nan"], "lr must be a positive finite number, got nan"),
     (["--augment", "mixup"], "augment must be one of none, flip, light, strong, digits or a BatchAugment, got 'mixup'"),
     (["--defense", "dp-sgd"], "defense must be one of nodef, midre, calor, midre\\+calor, got 'dp-sgd'"),
     (["--arch", "timm/not_a_net"], "unknown timm architecture 'not_a_net'"),

@@ -10,6 +10,8 @@ from PIL import Image
 
 from midefend.errors import ConfigError
 from midefend.evaluation.reports import (
+    COMPARISON_HEADER,
+    comparison_cells,
     comparison_rows,
     load_report,
     render_comparison_markdown,
@@ -106,14 +108,17 @@ class TestComparison:
         assert [r["name"] for r in rows] == ["nodef", "midre", "calor"]
         assert rows[0]["delta"] is None
         assert rows[1]["delta"] == pytest.approx((0.60 - 0.30) / (0.95 - 0.90))
-        assert rows[2]["delta"] == "OP"
+        assert rows[2]["delta"] is None and rows[2]["no_accuracy_lost"] is True  # more accurate than NoDef
+        assert rows[0]["no_accuracy_lost"] is None and rows[1]["no_accuracy_lost"] is False
+        assert [comparison_cells(r)[COMPARISON_HEADER.index("Δ")] for r in rows] == ["–", "6.00", "OP"]
 
     def test_markdown_table(self):
         rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)], ["NoDef", "MIDRE"])
         lines = render_comparison_markdown(rows).splitlines()
-        assert lines[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ |"
-        assert lines[2] == "| NoDef | 95.0 | 60.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | – |"
-        assert lines[3] == "| MIDRE | 90.0 | 30.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | 6.00 |"
+        assert lines[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ | strongest attack |"
+        assert lines[2] == "| NoDef | 95.0 | 60.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | – | ppa |"
+        assert lines[3] == "| MIDRE | 90.0 | 30.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | 6.00 | ppa |"
+        assert lines[5] == "Each model is judged by its strongest attack; ± is the std over classes."
 
     def test_write_comparison(self, tmp_path):
         rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)])

@@ -140,7 +140,7 @@ class TestStages:
             defense_stages("dp", epochs=1, lr=1e-3)
         with pytest.raises(ConfigError, match="epochs must be an integer >= 1, got 0"):
             defense_stages("nodef", epochs=0, lr=1e-3)
-        with pytest.raises(ConfigError, match="lr must be a positive number, got -0.1"):
+        with pytest.raises(ConfigError, match="lr must be a positive finite number, got -0.1"):
             defense_stages("nodef", epochs=1, lr=-0.1)
         with pytest.raises(ConfigError, match=r"erase_max must lie in \(0.1, 1\] \(MIDRE's a_h, e.g. 0.4 or 0.8\), got 1.5"):
             defense_stages("midre", epochs=1, lr=1e-3, erase_max=1.5)

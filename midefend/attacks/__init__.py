@@ -1,8 +1,8 @@
-"""midefend.attacks: model-inversion attacks (PPA, GMI, MI-Face), their losses and generator priors.
+"""midefend.attacks: model-inversion attacks (PPA, GMI, MI-Face, PLG-MI, NES, BREP-MI), their losses and generator priors.
 
 >>> from midefend.attacks import list_attacks
 >>> list_attacks()
-['gmi', 'miface', 'ppa']
+['brep', 'gmi', 'miface', 'nes', 'plg', 'ppa']
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from .priors import FACE_PRIOR as FACE_PRIOR
 from .priors import DCGANDiscriminator as DCGANDiscriminator
 from .priors import DCGANGenerator as DCGANGenerator
 from .priors import GenerativePrior as GenerativePrior
-from .priors import adapt_images as adapt_images
+from ..models.images import adapt_images as adapt_images
 from .priors import load_face_prior as load_face_prior
 from .priors import load_prior as load_prior
 from .priors import save_prior as save_prior
-from .priors import train_prior as train_prior
+from .prior_training import train_prior as train_prior
 from .registry import get_attack as get_attack
 from .registry import list_attacks as list_attacks
 from .registry import register_attack as register_attack

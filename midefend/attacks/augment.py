@@ -5,10 +5,13 @@ adversarial noise; optimising through a fresh random crop and flip at every
 step (PPA) favours images whose identity survives small changes. All samples
 of a batch get their own parameters, applied in one ``grid_sample`` call.
 
-A crop keeping area fraction ``a ∈ [lo, hi]`` has side ``s = √a`` (in units of
-the image side) and a centre offset ``t ∈ [−(1−s), 1−s]`` in normalised
-coordinates; the affine sampling grid is ``x_in = f·s·x_out + t_x``,
-``y_in = s·y_out + t_y`` with ``f = −1`` for a flipped sample.
+A crop keeping area fraction ``a ∈ [lo, hi]`` with aspect ratio ``r = w/h``
+(log-uniform in ``ratio``) has sides ``s_x = √(a·r)``, ``s_y = √(a/r)`` (in
+units of the image side, capped at 1 — torchvision's RandomResizedCrop
+re-draws instead; the cap only matters for near-full crops with ``r ≠ 1``) and
+a centre offset ``t ∈ [−(1−s), 1−s]`` in normalised coordinates; the affine
+sampling grid is ``x_in = f·s_x·x_out + t_x``, ``y_in = s_y·y_out + t_y`` with
+``f = −1`` for a flipped sample. Parameters are rows ``(s_x, s_y, t_x, t_y, f)``.
 
 >>> import torch
 >>> params = draw_params(torch.Generator().manual_seed(0), (3,), scale=(1.0, 1.0), flip=False)
@@ -19,13 +22,17 @@ True
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-#: Named augmentation policies: (crop area range, flip).
+#: Named augmentation policies of the optimisation: (crop area range, flip).
 POLICIES = {"crop+flip": ((0.9, 1.0), True), "crop": ((0.9, 1.0), False), "none": ((1.0, 1.0), False)}
+#: Columns of a parameter row.
+NUM_PARAMS = 5
 
 
 def policy(name: str) -> tuple[tuple[float, float], bool]:
@@ -35,27 +42,43 @@ def policy(name: str) -> tuple[tuple[float, float], bool]:
     return POLICIES[name]
 
 
-def draw_params(generator: torch.Generator, shape: tuple[int, ...], *, scale: tuple[float, float] = (0.9, 1.0), flip: bool = True) -> torch.Tensor:
-    """Random parameters ``(*shape, 4)``: crop side ``s``, offsets ``t_x, t_y``, flip sign ``f``."""
+def draw_params(
+    generator: torch.Generator,
+    shape: tuple[int, ...],
+    *,
+    scale: tuple[float, float] = (0.9, 1.0),
+    ratio: tuple[float, float] = (1.0, 1.0),
+    flip: bool = True,
+) -> torch.Tensor:
+    """Random parameters ``(*shape, 5)``: crop sides ``s_x, s_y``, offsets ``t_x, t_y``, flip sign ``f``.
+
+    A square ``ratio=(1, 1)`` draws no ratio numbers, so square policies keep their random stream.
+    """
     lo, hi = scale
-    side = (lo + (hi - lo) * torch.rand(shape, generator=generator)).sqrt()
-    offsets = (torch.rand((*shape, 2), generator=generator) * 2.0 - 1.0) * (1.0 - side)[..., None]
+    area = lo + (hi - lo) * torch.rand(shape, generator=generator)
+    if ratio[0] == ratio[1]:
+        aspect = torch.full(shape, float(ratio[0]))
+    else:
+        log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+        aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(shape, generator=generator))
+    side_x, side_y = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
+    unit = torch.rand((*shape, 2), generator=generator) * 2.0 - 1.0
     flips = torch.rand(shape, generator=generator) < 0.5
     sign = torch.where(flips & flip, -1.0, 1.0)
-    return torch.stack([side, offsets[..., 0], offsets[..., 1], sign], dim=-1)
+    return torch.stack([side_x, side_y, unit[..., 0] * (1.0 - side_x), unit[..., 1] * (1.0 - side_y), sign], dim=-1)
 
 
 def apply_params(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Crop-resize and flip each image of ``x (B, C, H, W)`` by its row of ``params (B, 4)``."""
-    if params.shape != (x.shape[0], 4):
-        raise ConfigError(f"params must have shape ({x.shape[0]}, 4), got {tuple(params.shape)}")
+    """Crop-resize and flip each image of ``x (B, C, H, W)`` by its row of ``params (B, 5)``."""
+    if params.shape != (x.shape[0], NUM_PARAMS):
+        raise ConfigError(f"params must have shape ({x.shape[0]}, {NUM_PARAMS}), got {tuple(params.shape)}")
     p = params.to(device=x.device, dtype=x.dtype)
     zero = torch.zeros_like(p[:, 0])
     theta = torch.stack(
-        [torch.stack([p[:, 3] * p[:, 0], zero, p[:, 1]], dim=1), torch.stack([zero, p[:, 0], p[:, 2]], dim=1)], dim=1
+        [torch.stack([p[:, 4] * p[:, 0], zero, p[:, 2]], dim=1), torch.stack([zero, p[:, 1], p[:, 3]], dim=1)], dim=1
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-__all__ = ["POLICIES", "apply_params", "draw_params", "policy"]
+__all__ = ["NUM_PARAMS", "POLICIES", "apply_params", "draw_params", "policy"]

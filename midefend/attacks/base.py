@@ -12,8 +12,23 @@ classes and candidates at once (a batch is ``classes × candidates`` images):
    plus a prior term for some attacks), summed over the batch so that every
    sample's gradient is independent of the batch size;
 3. **select** (PPA): score each candidate by the target's mean confidence in
-   its class over ``selection_augs`` random augmentations and keep the
-   ``per_class`` most robust ones.
+   its class over ``selection_augs`` random augmentations (the selection
+   augmentation: ``selection_scale``/``selection_ratio`` crops, plus a flip
+   where the policy flips) and keep the ``per_class`` most robust ones.
+
+Adaptive options (:mod:`~midefend.attacks.adaptive`), for attacks that declare
+:attr:`Attack.supports_adaptive`: ``eot`` erasures per step (the identity
+objective averaged over them, and the selection scored under erasure),
+``bpda`` (tanh heads back-propagate as the identity) and ``ca_target`` (the
+identity loss aims at the CA optimum instead of 1).
+
+Class attributes every attack declares: :attr:`Attack.threat_model` (what the
+attacker sees: ``"white-box"``, ``"black-box"`` or ``"label-only"``),
+:attr:`Attack.uses_prior`, :attr:`Attack.in_portfolio` (``False`` keeps a slow
+attack out of ``verify``'s default portfolio; ``--attack NAME`` still runs it),
+:attr:`Attack.supports_adaptive` and :attr:`Attack.adaptive_in_portfolio`
+and :attr:`Attack.presets` (named option sets, e.g. ``"fast"``). An attack that
+counts queries writes ``result.config["queries"]``.
 
 Seeding and resume. Every random draw of class ``c`` (its initial noise, its
 augmentations) comes from a generator seeded from ``(seed, c)``, and the shared
@@ -33,6 +48,7 @@ float32 under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -43,15 +59,20 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
+from .._validate import check_bool, check_int, check_positive_int, check_positive_real
 from ..errors import AttackError, ConfigError
-from ..evaluation.classifier import Classifier
+from ..models.classifier import Classifier
 from ._progress import progress_bar
+from .adaptive import ca_target_loss, erase_copies, straight_through_heads
 from .augment import apply_params, draw_params, policy
 from .losses import get_identity_loss
-from .priors import GenerativePrior, adapt_images
+from ..models.images import adapt_images
+from .priors import GenerativePrior
 
 _STATE_FILE = "attack.json"
 _PRECISIONS = ("auto", "fp32", "bf16")
+#: What an attacker may see of the target, strongest first; a white-box attacker may run them all.
+THREAT_MODELS = ("white-box", "black-box", "label-only")
 
 
 @dataclass
@@ -124,13 +145,23 @@ class Attack:
     Args:
         per_class: reconstructions kept per class (``K``).
         candidates: candidates optimised per class (``≥ per_class``); the
-            ``per_class`` most robust under augmentation are kept.
+            ``per_class`` most robust under augmentation are kept. Default:
+            ``candidates_factor × per_class``.
+        candidates_factor: see ``candidates`` (PPA: 4).
         steps: Adam steps.
         lr: Adam learning rate.
         loss: identity loss name (:data:`~midefend.attacks.losses.IDENTITY_LOSSES`).
         augment: ``"crop+flip"``, ``"crop"`` (for digits: a flipped digit is
             another shape) or ``"none"``.
         selection_augs: augmentations per candidate in the final selection.
+        selection_scale: crop area range of the selection augmentation
+            (default ``None``: the optimisation policy's).
+        selection_ratio: crop aspect-ratio range of the selection augmentation.
+        eot, erase_scale, erase_ratio: erasures per step (0: off) and their
+            area / aspect ranges (adaptive, against random erasing).
+        bpda: back-propagate through tanh heads as the identity (adaptive).
+        ca_target: aim the identity loss at this confidence (adaptive,
+            against the CA loss; ``None``: off).
         seed: seeds everything (per class, see the module docstring).
         class_batch: classes per chunk; default: as many as fit in
             ``max_batch`` images.
@@ -139,42 +170,76 @@ class Attack:
     """
 
     name: ClassVar[str] = "attack"
+    #: What the attack needs of the target: ``"white-box"`` (gradients), ``"black-box"`` (probabilities), ``"label-only"``.
+    threat_model: ClassVar[str] = "white-box"
+    #: Whether the attack needs a generator prior.
     uses_prior: ClassVar[bool] = True
+    #: Whether ``verify``'s default portfolio runs it (``False`` for an attack too slow to run by default).
+    in_portfolio: ClassVar[bool] = True
+    #: Whether the engine's adaptive options (``eot``, ``bpda``, ``ca_target``) reach this attack's loop.
+    supports_adaptive: ClassVar[bool] = False
+    #: Whether the default portfolio adds this attack's adaptive variant (``--attack NAME`` always does).
+    adaptive_in_portfolio: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Named option sets (``Attack(preset="fast")``); explicit options override them.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, preset: str | None = None, **options: Any) -> None:
         base = {
             "per_class": 4,
             "candidates": None,
+            "candidates_factor": 1,
             "steps": 200,
             "lr": 0.1,
             "loss": "poincare",
             "augment": "crop+flip",
             "selection_augs": 16,
+            "selection_scale": None,
+            "selection_ratio": [1.0, 1.0],
+            "eot": 0,
+            "erase_scale": [0.1, 0.4],
+            "erase_ratio": [1.0, 1.0],
+            "bpda": False,
+            "ca_target": None,
             "seed": 0,
             "class_batch": None,
             "max_batch": 160,
             "precision": "auto",
         }
         base.update(self.defaults)
+        if preset is not None:
+            if preset not in self.presets:
+                known = ", ".join(sorted(self.presets)) or "none"
+                raise ConfigError(f"unknown preset {preset!r} for attack {self.name!r}; known: {known}")
+            base.update(self.presets[preset])
         unknown = sorted(set(options) - set(base))
         if unknown:
             raise ConfigError(f"unknown option(s) for attack {self.name!r}: {', '.join(unknown)}; known: {', '.join(sorted(base))}")
-        base.update({k: v for k, v in options.items() if v is not None or k in ("candidates", "class_batch")})
-        if base["candidates"] is None:
-            base["candidates"] = base["per_class"]
+        base.update({k: v for k, v in options.items() if v is not None or k in ("candidates", "class_batch", "ca_target", "selection_scale")})
+        if base["candidates"] is None and isinstance(base["per_class"], int) and isinstance(base["candidates_factor"], int):
+            base["candidates"] = base["per_class"] * base["candidates_factor"]
+        self.preset = preset
         self.options = base
         self._validate()
+        if (o := self.options)["eot"] or o["bpda"] or o["ca_target"] is not None:
+            if not self.supports_adaptive:
+                raise ConfigError(f"attack {self.name!r} does not support the adaptive options (eot, bpda, ca_target)")
 
     # ------------------------------------------------------------------ validation
 
     def _validate(self) -> None:
         o = self.options
-        for key in ("per_class", "candidates", "steps", "max_batch"):
-            if not isinstance(o[key], int) or isinstance(o[key], bool) or o[key] < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {o[key]!r}")
-        if not isinstance(o["selection_augs"], int) or isinstance(o["selection_augs"], bool) or o["selection_augs"] < 0:
-            raise ConfigError(f"selection_augs must be a non-negative integer, got {o['selection_augs']!r}")
+        for key in ("per_class", "candidates_factor", "candidates", "steps", "max_batch"):
+            check_positive_int(key, o[key])
+        for key in ("selection_augs", "eot"):
+            check_int(key, o[key], minimum=0)
+        for key, upper in (("selection_scale", 1.0), ("selection_ratio", None), ("erase_scale", 1.0), ("erase_ratio", None)):
+            if key == "selection_scale" and o[key] is None:
+                continue
+            o[key] = _check_range(key, o[key], upper)
+        check_bool("bpda", o["bpda"])
+        if o["ca_target"] is not None and not (isinstance(o["ca_target"], (int, float)) and 0.0 < o["ca_target"] < 1.0):
+            raise ConfigError(f"ca_target must be a confidence in (0, 1) or None, got {o['ca_target']!r}")
         if not isinstance(o["seed"], int) or isinstance(o["seed"], bool) or not 0 <= o["seed"] < 2**63:
             # torch.Generator.manual_seed takes 64-bit seeds; class_seed mixes within 2**63.
             raise ConfigError(f"seed must be an integer in [0, 2**63), got {o['seed']!r}")
@@ -182,8 +247,7 @@ class Attack:
             raise ConfigError(f"candidates must be >= per_class ({o['per_class']}), got {o['candidates']!r}")
         if o["class_batch"] is not None and (not isinstance(o["class_batch"], int) or o["class_batch"] < 1):
             raise ConfigError(f"class_batch must be a positive integer or None, got {o['class_batch']!r}")
-        if not (isinstance(o["lr"], (int, float)) and o["lr"] > 0 and math.isfinite(o["lr"])):
-            raise ConfigError(f"lr must be a positive number, got {o['lr']!r}")
+        check_positive_real("lr", o["lr"])
         get_identity_loss(o["loss"])
         policy(o["augment"])
         if o["precision"] not in _PRECISIONS:
@@ -195,7 +259,13 @@ class Attack:
 
     def config(self) -> dict[str, Any]:
         """The attack's settings as JSON-serialisable values (recorded in reports and the resume state)."""
-        return {"attack": self.name, **self.options}
+        return {"attack": self.name, "threat_model": self.threat_model, "preset": self.preset, **self.options}
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether any adaptive option is on."""
+        o = self.options
+        return bool(o["eot"] or o["bpda"] or o["ca_target"] is not None)
 
     # ------------------------------------------------------------------ hooks
 
@@ -207,9 +277,15 @@ class Attack:
         """Images in ``[0, 1]`` in the target's input format from the parameters (override)."""
         raise NotImplementedError
 
+    def identity_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The identity loss per sample ``(B,)``: the ``loss`` option, or the CA-target loss when ``ca_target`` is set."""
+        if self.options["ca_target"] is not None:
+            return ca_target_loss(logits, targets, p_target=float(self.options["ca_target"]), reduction="none")
+        return get_identity_loss(self.options["loss"])(logits, targets, reduction="none")
+
     def objective(self, ctx: _Context, params: torch.Tensor, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Loss per sample ``(B,)``; default: the identity loss."""
-        return get_identity_loss(self.options["loss"])(logits, targets, reduction="none")
+        return self.identity_loss(logits, targets)
 
     def after_step(self, params: torch.Tensor) -> None:
         """Project the parameters after each step, in place (override; default: nothing)."""
@@ -226,6 +302,7 @@ class Attack:
         resume: bool = False,
         device: str | torch.device | None = None,
         progress: bool = False,
+        shard: Any = None,
     ) -> AttackResult:
         """Attack ``target`` for ``classes`` (default: all); see the module docstring.
 
@@ -237,6 +314,8 @@ class Attack:
             resume: reuse the per-class results already in ``out_dir``.
             device: where to compute (default: the target's device).
             progress: draw a rich progress bar on stderr.
+            shard: ``"i/N"`` or a :class:`~midefend.attacks.sharding.Shard`: compute only
+                shard ``i`` of ``N`` of the chunks (:mod:`~midefend.attacks.sharding`).
         """
         if not isinstance(target, Classifier):
             raise ConfigError(f"target must be a midefend Classifier (wrap your model with Classifier(...)), got {type(target).__name__}")
@@ -251,18 +330,26 @@ class Attack:
             raise ConfigError("resume=True needs out_dir (the folder of the interrupted run)")
         self.check_prior(prior)
 
-        store = _ResultStore(Path(out_dir), self._state(target, prior, class_list)) if out_dir is not None else None
-        done = store.open(resume) if store is not None else {}
+        precision = resolve_precision(self.options["precision"], dev)
+        state = self._state(target, prior, class_list, precision)
         chunks = self._chunks(class_list)
+        if shard is not None:  # whole chunks of the full list, so every batch is the single-process one
+            from .sharding import Shard
+
+            shard = Shard.parse(shard)
+            chunks = shard.select(chunks)
+            class_list = [c for chunk in chunks for c in chunk]
+            state.update(classes=class_list, all_classes=state["classes"], shard=str(shard))
+        store = _ResultStore(Path(out_dir), state) if out_dir is not None else None
+        done = store.open(resume) if store is not None else {}
         todo = [chunk for chunk in chunks if not all(c in done for c in chunk)]
 
         target.to(dev)
         if prior is not None:
             prior.to(dev)
-        precision = resolve_precision(self.options["precision"], dev)
         ctx = _Context(target, prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
         start = time.perf_counter()
-        with _channels_last(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
+        with channels_last_context(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
             for chunk in todo:
                 images, conf = self._attack_chunk(ctx, chunk, advance)
                 for i, c in enumerate(chunk):
@@ -273,8 +360,8 @@ class Attack:
         return AttackResult(
             attack=self.name,
             classes=class_list,
-            images=torch.stack([done[c][0] for c in class_list]),
-            target_confidence=torch.stack([done[c][1] for c in class_list]),
+            images=torch.stack([done[c][0] for c in class_list]) if class_list else torch.empty(0),
+            target_confidence=torch.stack([done[c][1] for c in class_list]) if class_list else torch.empty(0),
             config={**self.config(), "precision_used": precision},
             seconds=seconds,
         )
@@ -311,10 +398,11 @@ class Attack:
         size = math.ceil(len(class_list) / n_chunks)
         return [class_list[i : i + size] for i in range(0, len(class_list), size)]
 
-    def _state(self, target: Classifier, prior: GenerativePrior | None, class_list: list[int]) -> dict[str, Any]:
+    def _state(self, target: Classifier, prior: GenerativePrior | None, class_list: list[int], precision: str) -> dict[str, Any]:
         return {
             "format": "midefend-attack-state",
             "config": self.config(),
+            "precision_used": precision,
             "classes": class_list,
             "target_sha256": _module_digest(target.model),
             "prior": prior.config() if prior is not None else None,
@@ -330,41 +418,92 @@ class Attack:
         params = self.init_params(ctx, chunk, gens).to(ctx.device).detach().clone().requires_grad_(True)
         # All augmentation parameters up front, from each class's own stream.
         step_aug = torch.cat([draw_params(g, (o["steps"], k), scale=scale, flip=flip) for g in gens], dim=1)
-        select_aug = torch.cat([draw_params(g, (o["selection_augs"], k), scale=scale, flip=flip) for g in gens], dim=1)
+        select_scale = o["selection_scale"] or scale
+        select_aug = torch.cat(
+            [draw_params(g, (o["selection_augs"], k), scale=select_scale, ratio=o["selection_ratio"], flip=flip) for g in gens], dim=1
+        )
         optimizer = torch.optim.Adam([params], lr=o["lr"])
-        for step in range(o["steps"]):
-            with torch.autocast(**ctx.autocast):
-                images = self.render(ctx, params)
-                seen = apply_params(images, step_aug[step]) if o["augment"] != "none" else images
-                logits = ctx.target(seen)
-                loss = self.objective(ctx, params, images, logits, targets).sum()
-            if not torch.isfinite(loss):
-                raise AttackError(f"attack {self.name!r} diverged at step {step} (loss {float(loss)}); lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                self.after_step(params)
-            advance(1)
-        return self._select(ctx, params.detach(), targets, select_aug, len(chunk))
+        with straight_through_heads(ctx.target) if o["bpda"] else contextlib.nullcontext():
+            for step in range(o["steps"]):
+                with torch.autocast(**ctx.autocast):
+                    loss = self.step_loss(ctx, params, targets, step_aug[step] if o["augment"] != "none" else None, gens).sum()
+                if not torch.isfinite(loss):
+                    raise AttackError(f"attack {self.name!r} diverged at step {step} (loss {float(loss)}); lower lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    self.after_step(params)
+                advance(1)
+        return self._select(ctx, params.detach(), targets, select_aug, gens)
+
+    def step_loss(self, ctx: _Context, params: torch.Tensor, targets: torch.Tensor, aug: torch.Tensor | None, gens: list[torch.Generator]) -> torch.Tensor:
+        """One step's objective per candidate ``(B,)``: through the step's augmentation ``aug`` (``None``: none),
+        averaged over ``eot`` erasures drawn from the class generators ``gens`` when ``eot > 0``."""
+        images = self.render(ctx, params)
+        seen = apply_params(images, aug) if aug is not None else images
+        eot = self.options["eot"]
+        if not eot:
+            return self.objective(ctx, params, images, ctx.target(seen), targets)
+        erased = erase_copies(seen, self.options["candidates"], gens, eot, scale=self.options["erase_scale"], ratio=self.options["erase_ratio"])
+        logits = ctx.target(erased).view(eot, seen.shape[0], -1)
+        return torch.stack([self.objective(ctx, params, images, logits[j], targets) for j in range(eot)]).mean(0)
 
     @torch.inference_mode()
-    def _select(self, ctx: _Context, params: torch.Tensor, targets: torch.Tensor, select_aug: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep the ``per_class`` candidates with the highest mean target confidence under augmentation."""
+    def selection_scores(self, target: Classifier, images: torch.Tensor, targets: torch.Tensor, select_aug: torch.Tensor, gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(clean, robust)`` per candidate: the target's confidence in its class on the image, and its mean
+        over the ``selection_augs`` augmentations (each also erased once when ``eot > 0``); ``robust`` is
+        ``clean`` when there are no selection augmentations."""
         o = self.options
-        k, keep = o["candidates"], o["per_class"]
-        images = self.render(ctx, params).float().clamp(0, 1)
-        rows = torch.arange(images.shape[0], device=ctx.device)
-        clean = ctx.target(images).float().softmax(1)[rows, targets]
-        robust = clean.clone()
+        rows = torch.arange(images.shape[0], device=images.device)
+        clean = target(images).float().softmax(1)[rows, targets]
+        if o["selection_augs"] == 0:
+            return clean, clean.clone()
+        robust = torch.zeros_like(clean)
         for i in range(o["selection_augs"]):
-            robust += ctx.target(apply_params(images, select_aug[i])).float().softmax(1)[rows, targets]
-        robust = (robust / (o["selection_augs"] + 1)).view(n, k)
-        order = robust.argsort(dim=1, descending=True, stable=True)[:, :keep]
+            view = apply_params(images, select_aug[i])
+            if o["eot"]:
+                view = erase_copies(view, o["candidates"], gens, 1, scale=o["erase_scale"], ratio=o["erase_ratio"])
+            robust += target(view).float().softmax(1)[rows, targets]
+        return clean, robust / o["selection_augs"]
+
+    def _select(self, ctx: _Context, params: torch.Tensor, targets: torch.Tensor, select_aug: torch.Tensor, gens: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the ``per_class`` candidates with the highest mean target confidence under the selection augmentation."""
+        k, keep, n = self.options["candidates"], self.options["per_class"], len(gens)
+        with torch.inference_mode():
+            images = self.render(ctx, params).float().clamp(0, 1)
+        clean, robust = self.selection_scores(ctx.target, images, targets, select_aug, gens)
+        order = robust.view(n, k).argsort(dim=1, descending=True, stable=True)[:, :keep]
         images = images.view(n, k, *images.shape[1:])
         picked = torch.stack([images[i, order[i]] for i in range(n)])
         conf = clean.view(n, k).gather(1, order)
         return picked.cpu().contiguous(), conf.cpu()
+
+    def cost(self, num_classes: int) -> dict[str, int]:
+        """What a run over ``num_classes`` classes costs, in images through the target: ``optimisation``
+        (forward and backward; ``renders`` of them also through the prior, once per step), ``selection``
+        and ``init`` (forward only), and ``kept`` reconstructions."""
+        o = self.options
+        n = num_classes * o["candidates"]
+        return {
+            "optimisation": n * o["steps"] * max(1, o["eot"]),
+            "renders": n * o["steps"],
+            "selection": n * (o["selection_augs"] + 1),
+            "init": 0,
+            "kept": num_classes * o["per_class"],
+        }
+
+
+def _check_range(name: str, value: Any, upper: float | None) -> list[float]:
+    """A ``(low, high)`` pair with ``0 < low <= high`` (``<= upper`` when given), as a JSON list."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a pair (low, high), got {value!r}") from None
+    if not (0.0 < low <= high and math.isfinite(high)) or (upper is not None and high > upper):
+        bound = f" <= {upper:g}" if upper is not None else ""
+        raise ConfigError(f"{name} must satisfy 0 < low <= high{bound}, got {value!r}")
+    return [low, high]
 
 
 class LatentAttack(Attack):
@@ -373,8 +512,9 @@ class LatentAttack(Attack):
     Initialisation (``init_pool > 0``): one shared pool of ``init_pool``
     standard-normal latents (seeded by ``seed`` alone) is scored once by the
     target; each class starts from its ``candidates`` best-scoring latents
-    (highest log-probability of the class). ``init_pool = 0``: each class draws
-    its own random latents.
+    (highest confidence in the class; where the augmentation policy flips, the
+    mean confidence over the image and its mirror image, as PPA scores them).
+    ``init_pool = 0``: each class draws its own random latents.
     """
 
     def validate_extra(self) -> None:
@@ -398,12 +538,21 @@ class LatentAttack(Attack):
         if ctx.pool_scores is None:
             assert ctx.prior is not None
             latents = ctx.prior.sample_latents(self.options["init_pool"], generator=torch.Generator().manual_seed(self.options["seed"]))
+            flip = policy(self.options["augment"])[1]
             scores = []
             for start in range(0, latents.shape[0], 250):
-                z = latents[start : start + 250].to(ctx.device)
-                scores.append(ctx.target(self.render(ctx, z)).float().log_softmax(1).cpu())
+                images = self.render(ctx, latents[start : start + 250].to(ctx.device)).float()
+                probs = ctx.target(images).float().softmax(1)
+                if flip:
+                    probs = (probs + ctx.target(images.flip(-1)).float().softmax(1)) / 2
+                scores.append(probs.cpu())
             ctx.pool_latents, ctx.pool_scores = latents, torch.cat(scores)
         return ctx.pool_scores
+
+    def cost(self, num_classes: int) -> dict[str, int]:
+        out = super().cost(num_classes)
+        out["init"] = self.options["init_pool"] * (2 if policy(self.options["augment"])[1] else 1)
+        return out
 
     def render(self, ctx: _Context, params: torch.Tensor) -> torch.Tensor:
         assert ctx.prior is not None
@@ -482,7 +631,7 @@ def _module_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-class _channels_last:
+class channels_last_context:
     """Switch target and prior to channels_last for the run, restore the default layout afterwards."""
 
     def __init__(self, *modules: torch.nn.Module | None) -> None:

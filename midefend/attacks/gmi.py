@@ -24,7 +24,6 @@ import torch.nn.functional as F
 
 from ..errors import AttackError, ConfigError
 from .base import LatentAttack, _Context
-from .losses import get_identity_loss
 from .priors import GenerativePrior
 from .registry import register_attack
 
@@ -33,6 +32,8 @@ from .registry import register_attack
 class GMIAttack(LatentAttack):
     """Latent attack with an identity loss and the GAN discriminator as prior."""
 
+    threat_model = "white-box"
+    supports_adaptive = True
     defaults = {"loss": "cross-entropy", "lr": 0.02, "steps": 300, "init_pool": 0, "identity_weight": 100.0, "clip": 3.0}
 
     def validate_extra(self) -> None:
@@ -52,7 +53,7 @@ class GMIAttack(LatentAttack):
 
     def objective(self, ctx: _Context, params: torch.Tensor, images: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         assert ctx.prior is not None
-        identity = get_identity_loss(self.options["loss"])(logits, targets, reduction="none")
+        identity = self.identity_loss(logits, targets)
         realness = ctx.prior.realness(ctx.prior(params)).float()
         return F.softplus(-realness) + self.options["identity_weight"] * identity
 

@@ -39,7 +39,12 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 class MIFaceAttack(Attack):
     """Pixel-space attack with a total-variation prior."""
 
+    threat_model = "white-box"
     uses_prior = False
+    supports_adaptive = True
+    # Pixel-space reconstructions of a deep target are adversarial noise; an EOT variant would cost
+    # eot x its 300 steps for little: the default portfolio adapts the prior-based attacks only.
+    adaptive_in_portfolio = False
     defaults = {"loss": "cross-entropy", "lr": 0.05, "steps": 300, "tv_weight": 0.05, "augment": "none"}
 
     def validate_extra(self) -> None:

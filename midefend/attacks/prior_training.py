@@ -23,9 +23,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError
+from .._validate import check_positive_int, check_positive_real
+from ..errors import DataError
 from ._progress import progress_bar
 from .priors import DCGANDiscriminator, DCGANGenerator, GenerativePrior, save_prior
+
+
+def dcgan_init_(module: nn.Module) -> nn.Module:
+    """DCGAN initialisation in place: convolutions ``N(0, 0.02)``, BatchNorm scales ``N(1, 0.02)``, biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
 
 
 def train_prior(
@@ -61,10 +73,8 @@ def train_prior(
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(data).__name__
         raise DataError(f"train_prior needs images (N, C, H, W) with N > 0, got {got}")
     for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{arg} must be a positive integer, got {value!r}")
-    if not lr > 0:
-        raise ConfigError(f"lr must be positive, got {lr!r}")
+        check_positive_int(arg, value)
+    check_positive_real("lr", lr)  # also refuses inf and nan
     size = image_size or images.shape[-1]
     x_all = images.float()
     if tuple(x_all.shape[-2:]) != (size, size):
@@ -76,13 +86,8 @@ def train_prior(
         torch.manual_seed(seed)
         generator = DCGANGenerator(latent_dim, channels, width, size)
         discriminator = DCGANDiscriminator(channels, width, size)
-        for m in [*generator.modules(), *discriminator.modules()]:
-            # DCGAN initialisation: convolutions N(0, 0.02), BatchNorm scales N(1, 0.02).
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.normal_(m.weight, 1.0, 0.02)
-                nn.init.zeros_(m.bias)
+        dcgan_init_(generator)
+        dcgan_init_(discriminator)
     generator.to(device).train()
     discriminator.to(device).train()
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))

@@ -33,15 +33,15 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from .._validate import check_positive_int
 from ..errors import AttackError, CheckpointError, ConfigError
+from ..models.images import adapt_images
 
 #: The name that selects the public face GAN wherever a prior is asked for.
 FACE_PRIOR = "face-gan"
 _FORMAT = "midefend-prior"
 # ITU-R BT.601 luma weights: how a grey target "sees" an RGB generator image.
-_LUMA = (0.299, 0.587, 0.114)
 
 
 def _num_upsamplings(image_size: int) -> int:
@@ -64,8 +64,7 @@ class DCGANGenerator(nn.Module):
     def __init__(self, latent_dim: int = 100, channels: int = 3, width: int = 64, image_size: int = 64) -> None:
         super().__init__()
         for name, value in (("latent_dim", latent_dim), ("channels", channels), ("width", width)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, value)
         ups = _num_upsamplings(image_size)
         self.latent_dim, self.channels, self.width, self.image_size = latent_dim, channels, width, image_size
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]  # e.g. [8w, 4w, 2w, w]
@@ -274,37 +273,15 @@ def load_prior(spec: str | Path, *, device: Any = None) -> GenerativePrior:
     return GenerativePrior(generator, discriminator, name=config.get("name", path.stem)).to(device or "cpu")
 
 
-# --------------------------------------------------------------------------- adapters
 
 
-def adapt_images(x: torch.Tensor, *, channels: int, size: int | tuple[int, int]) -> torch.Tensor:
-    """Convert images ``(B, C, H, W)`` to ``channels`` (1 or 3) and spatial ``size`` (differentiable).
+def __getattr__(name: str):
+    """``train_prior`` moved to :mod:`.prior_training`; the old import path resolves it lazily (no cycle)."""
+    if name == "train_prior":
+        from .prior_training import train_prior
 
-    RGB -> grey uses the BT.601 luma weights ``0.299 R + 0.587 G + 0.114 B``;
-    grey -> RGB repeats the channel; resizing is bilinear with antialiasing
-    (so downsizing a 64×64 face to 32×32 averages instead of aliasing).
-
-    >>> adapt_images(torch.ones(2, 3, 64, 64), channels=1, size=32).shape
-    torch.Size([2, 1, 32, 32])
-    """
-    if x.ndim != 4:
-        raise ConfigError(f"images must be (B, C, H, W), got shape {tuple(x.shape)}")
-    if channels not in (1, 3):
-        raise ConfigError(f"channels must be 1 or 3, got {channels!r}")
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    if x.shape[1] == 3 and channels == 1:
-        x = (x * x.new_tensor(_LUMA)[None, :, None, None]).sum(dim=1, keepdim=True)
-    elif x.shape[1] == 1 and channels == 3:
-        x = x.expand(-1, 3, -1, -1)
-    elif x.shape[1] != channels:
-        raise ConfigError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
-    if tuple(x.shape[-2:]) != hw:
-        # float32: the antialiased kernels have no bfloat16 CPU implementation (autocast gives bf16 here).
-        x = F.interpolate(x.float(), size=hw, mode="bilinear", align_corners=False, antialias=True)
-    return x
-
-
-from .prior_training import train_prior  # noqa: E402  (trainer lives in its own module)
+        return train_prior
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "FACE_PRIOR",
@@ -316,5 +293,4 @@ __all__ = [
     "load_face_prior",
     "load_prior",
     "save_prior",
-    "train_prior",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Annotated, Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,11 +26,13 @@ from ..errors import MidefendError
 F = TypeVar("F", bound=Callable[..., Any])
 
 class _OneLineErrorGroup(TyperGroup):
-    """Usage errors (missing option, bad value) as one ``error:`` line and exit code 2.
+    """Usage errors as one ``error:`` line and exit code 2.
 
-    Click's default prints a usage block (typer: a boxed panel); a user piping
-    midefend into a script wants one line. Exit code 2 is click's and POSIX's
-    convention for "called wrongly"; anticipated errors while running exit 1.
+    The exit-code policy of every command: 2 when the command line is wrong (unknown command or
+    option, missing or malformed value, an input path that does not exist -- click checks those
+    before the command runs); 1 for anticipated errors while running (a corrupt or mismatched
+    file, bad data, a missing output folder); 130 on Ctrl-C. Click's default prints a usage block
+    (typer: a boxed panel); a user piping midefend into a script wants one line.
     """
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
@@ -83,9 +85,22 @@ def _root(
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    arch_module: Annotated[
+        Optional[list[str]],
+        typer.Option("--arch-module", help="Import this module first, so the architectures it registers load (repeatable)."),
+    ] = None,
 ) -> None:
     """midefend command-line interface."""
     _state["debug"] = debug
+    if arch_module:
+        from ..architectures import import_architecture_modules
+
+        try:
+            import_architecture_modules(arch_module)
+        except MidefendError as exc:
+            if debug:
+                raise
+            raise fail(str(exc)) from None
 
 
 def fail(message: str) -> typer.Exit:

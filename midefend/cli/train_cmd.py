@@ -2,8 +2,9 @@
 
     midefend train --data orl --defense midre --erase-max 0.8 --out midre.safetensors
     midefend train --data orl --defense calor --rank 16 --init nodef.safetensors --out calor.safetensors
+    midefend train --data orl --defense nls --smoothing -0.05 --out nls.safetensors
     midefend train --data digits --arch midefend/vgg_small --augment digits --out eval.safetensors
-    midefend train --data orl --arch facenet --size 112 --freeze 0.5 --out facenet-nodef.safetensors
+    midefend train --data orl --arch facenet --size 96 --backbone-freeze 0.5 --out facenet-nodef.safetensors
 
 The checkpoint's metadata records the data (spec, classes, split), the
 defense, the training settings and the test accuracy; ``midefend inspect``
@@ -20,7 +21,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ConfigError
-from ..training.stages import DEFENSES
+from ..training.recipes import get_defense, list_defenses
 from ._common import app, console, handle_errors
 
 
@@ -32,16 +33,35 @@ def train(
     arch: Annotated[str, typer.Option("--arch", help="Architecture, e.g. midefend/resnet_small, timm/resnet18.")] = (
         "midefend/resnet_small"
     ),
-    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(DEFENSES)}.")] = "nodef",
+    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(list_defenses())}.")] = "nodef",
     rank: Annotated[Optional[int], typer.Option("--rank", help="CALoR head rank (default: 40% of the classes, 2..30).")] = None,
     erase_max: Annotated[float, typer.Option("--erase-max", help="MIDRE a_h: erased area ~ U[0.1, a_h].")] = 0.4,
+    smoothing: Annotated[float, typer.Option("--smoothing", help="NLS label-smoothing factor (negative).")] = -0.05,
+    beta: Annotated[float, typer.Option("--beta", help="MID: weight of the KL term.")] = 1e-2,
+    hsic_x: Annotated[float, typer.Option("--hsic-x", help="BiDO: weight of HSIC(input, hidden).")] = 0.05,
+    hsic_y: Annotated[float, typer.Option("--hsic-y", help="BiDO: weight of HSIC(label, hidden).")] = 0.5,
+    freeze: Annotated[float, typer.Option("--freeze", help="TL: frozen leading fraction of the parameters.")] = 0.5,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default per data set).")] = None,
-    calor_epochs: Annotated[int, typer.Option("--calor-epochs", help="CALoR head-training epochs.")] = 10,
-    calor_lr: Annotated[float, typer.Option("--calor-lr", help="CALoR head-stage learning rate.")] = 1e-4,
-    ca_lr: Annotated[float, typer.Option("--ca-lr", help="CALoR confidence-adaptation learning rate.")] = 1e-4,
+    calor_epochs: Annotated[int, typer.Option("--calor-epochs", help="Fine-tune epochs (CALoR head stage, TL).")] = 10,
+    calor_lr: Annotated[float, typer.Option("--calor-lr", help="Fine-tune learning rate (CALoR head stage, TL).")] = 1e-3,
+    head_init: Annotated[
+        str, typer.Option("--head-init", help="CALoR head start: svd-lstsq (saturated, default), svd (copy) or random.")
+    ] = "svd-lstsq",
+    linear_range: Annotated[
+        float, typer.Option("--linear-range", help="RMS of the tanh input at the warm start (2: saturating; 0.1: linear).")
+    ] = 2.0,
+    head_activation: Annotated[
+        str, typer.Option("--head-activation", help="tanh (CALoR), sigmoid, relu or identity (the paper's Table 5).")
+    ] = "tanh",
+    ca_lr: Annotated[
+        Optional[float], typer.Option("--ca-lr", help="CALoR confidence-adaptation learning rate (default 1e-4; authors 2e-5).")
+    ] = None,
     ca_params: Annotated[
-        str, typer.Option("--ca-params", help="What the CA fine-tune trains: head (low-rank head only) or all.")
-    ] = "head",
+        Optional[str], typer.Option("--ca-params", help="What the CA fine-tune trains: head (default) or all (authors).")
+    ] = None,
+    ca_optimizer: Annotated[
+        str, typer.Option("--ca-optimizer", help="default (the run's optimiser) or authors (SGD 0.9, MultiStepLR 3,4).")
+    ] = "default",
     ca_epochs: Annotated[int, typer.Option("--ca-epochs", help="CALoR confidence-adaptation epochs.")] = 5,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default per data set).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size (default per data set).")] = None,
@@ -51,8 +71,8 @@ def train(
     init: Annotated[
         Optional[Path], typer.Option("--init", help="Start from this checkpoint (e.g. NoDef for CALoR).", dir_okay=False)
     ] = None,
-    freeze: Annotated[
-        Optional[float], typer.Option("--freeze", help="--arch facenet: fraction of the pre-trained trunk kept frozen (0-1).")
+    backbone_freeze: Annotated[
+        Optional[float], typer.Option("--backbone-freeze", help="--arch facenet: fraction of the pre-trained trunk kept frozen (0-1).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation and training.")] = 0,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the train/test split.")] = 0,
@@ -65,15 +85,16 @@ def train(
     """Train a model on DATA with a defense and write a checkpoint."""
     from ..training.targets import train_target
 
+    get_defense(defense)  # an unknown name fails here, with the known ones, before any data is read
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {str(out)!r}")
     if not out.parent.exists():
         raise ConfigError(f"--out folder {str(out.parent)!r} does not exist")
     arch_options = None
-    if freeze is not None:
+    if backbone_freeze is not None:
         if arch not in ("facenet", "midefend/facenet"):
-            raise ConfigError(f"--freeze applies to --arch facenet (a pre-trained backbone), got --arch {arch}")
-        arch_options = {"freeze": freeze}
+            raise ConfigError(f"--backbone-freeze applies to --arch facenet (a pre-trained backbone), got --arch {arch}")
+        arch_options = {"freeze": backbone_freeze}
     result = train_target(
         data,
         arch_options=arch_options,
@@ -81,12 +102,21 @@ def train(
         defense=defense,
         rank=rank,
         erase_max=erase_max,
+        smoothing=smoothing,
+        beta=beta,
+        hsic_x=hsic_x,
+        hsic_y=hsic_y,
+        freeze=freeze,
         epochs=epochs,
         calor_epochs=calor_epochs,
         calor_lr=calor_lr,
         ca_epochs=ca_epochs,
         ca_lr=ca_lr,
         ca_params=ca_params,
+        ca_optimizer=ca_optimizer,
+        head_init=head_init,
+        linear_range=linear_range,
+        head_activation=head_activation,
         lr=lr,
         batch_size=batch_size,
         augment=augment,
@@ -100,6 +130,10 @@ def train(
         progress=not quiet,
         resume=out.with_name(out.name + ".state.pt") if resume else None,
     )
+    from ..distributed import is_main_process
+
+    if not is_main_process():
+        return  # torchrun: rank 0 reports
     accuracy = f"{result.test_accuracy:.1%}" if result.test_accuracy is not None else "n/a"
     console.print(
         f"{defense} {arch} on {data}: test accuracy {accuracy}, "

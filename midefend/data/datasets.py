@@ -13,7 +13,8 @@ A :class:`ClassificationData` holds
 - ``classes``: the class names, index = label,
 - ``name``: a short name (``"orl"``, ``"digits-private"``, a folder name),
 - ``info``: JSON-serialisable provenance (source path, split, seed) that
-  checkpoints record.
+  checkpoints record; folder loaders add ``files`` (each sample's
+  ``class/file`` path, kept in step by :meth:`subset` and :meth:`split`).
 
 >>> import torch
 >>> data = ClassificationData(torch.zeros(4, 1, 8, 8), torch.tensor([0, 0, 1, 1]), ["a", "b"], name="toy")
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .._validate import check_positive_int
 from ..errors import ConfigError, DataError
 
 
@@ -94,6 +96,9 @@ class ClassificationData(Dataset):
         """The samples at ``indices`` (same classes, so labels keep their meaning)."""
         index = torch.as_tensor(indices, dtype=torch.long)
         info = dict(self.info)
+        files = info.get("files")
+        if isinstance(files, list) and len(files) == len(self):
+            info["files"] = [files[i] for i in index.tolist()]
         if part is not None:
             info["split"] = {**info.get("split", {}), "part": part}
         return ClassificationData(self.images[index], self.labels[index], self.classes, name=self.name, info=info)
@@ -119,8 +124,8 @@ class ClassificationData(Dataset):
                 f"give exactly one of train_per_class and test_fraction, got "
                 f"train_per_class={train_per_class!r}, test_fraction={test_fraction!r}"
             )
-        if train_per_class is not None and (not isinstance(train_per_class, int) or train_per_class < 1):
-            raise ConfigError(f"train_per_class must be a positive integer, got {train_per_class!r}")
+        if train_per_class is not None:
+            check_positive_int("train_per_class", train_per_class)
         if test_fraction is not None and not 0.0 < test_fraction < 1.0:
             raise ConfigError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
         generator = torch.Generator().manual_seed(seed)

@@ -7,8 +7,11 @@
       bob/    1.png 2.png ...
 
 Class names are the subfolder names in natural order (``s2`` before ``s10``),
-and the label of a class is its position in that order, as in torchvision's
-``ImageFolder``. Hidden folders (``.git``) and files that are not images are
+and the label of a class is its position in that order. This is *not*
+torchvision's ``ImageFolder`` order (plain string sort: ``s1, s10, s11, ...``);
+midefend keeps its own order so that every model it trained keeps its labels,
+and records the names with every checkpoint. Labels are matched to a model by
+these names (:mod:`midefend.data.class_names`), never by position. Hidden folders (``.git``) and files that are not images are
 ignored. Every failure is a one-line :class:`~midefend.errors.DataError`:
 a missing folder, a folder with fewer than two classes, a class without
 images, an image Pillow cannot read.
@@ -51,34 +54,42 @@ def find_classes(root: str | Path) -> list[Path]:
 def load_image_folder(
     root: str | Path,
     *,
-    size: int,
+    size: int | tuple[int, int],
     channels: int = 3,
     box: tuple[int, int, int, int] | None = None,
+    crop: str = "center",
     name: str | None = None,
 ) -> ClassificationData:
     """Read every image under ``root/<class>/`` into one :class:`ClassificationData`.
 
-    ``size`` and ``channels`` (1 grey, 3 RGB) fix the output shape
-    ``(N, channels, size, size)``; ``box`` crops every image the same way
-    before resizing (default: the centred square, see
-    :func:`~midefend.data.images.read_image`). Split it with
-    :meth:`ClassificationData.split`.
+    ``size`` (an int for squares, or ``(height, width)``) and ``channels``
+    (1 grey, 3 RGB) fix the output shape ``(N, channels, height, width)``;
+    ``box`` crops every image the same way before resizing, else ``crop``
+    decides (``"center"``: the centred square, ``"none"``: the whole frame; see
+    :func:`~midefend.data.images.read_image`). ``info["files"]`` lists each
+    image's path relative to ``root`` (``class/file``), in sample order. Split
+    it with :meth:`ClassificationData.split`.
     """
     check_size_channels(size, channels)
     root = Path(root)
     folders = find_classes(root)
     images: list[torch.Tensor] = []
     labels: list[int] = []
+    names: list[str] = []
     for label, folder in enumerate(folders):
         files = list_images(folder)
         if not files:
             raise DataError(f"class folder {folder} contains no images")
         for path in files:
-            images.append(read_image(path, size=size, channels=channels, box=box))
+            images.append(read_image(path, size=size, channels=channels, box=box, crop=crop))
             labels.append(label)
-    info = {"source": str(root.resolve()), "size": size, "channels": channels}
+            names.append(f"{folder.name}/{path.name}")
+    info: dict = {"source": str(root.resolve()), "size": size if isinstance(size, int) else list(size), "channels": channels}
+    info["files"] = names
     if box is not None:
         info["box"] = list(box)
+    elif crop != "center":
+        info["crop"] = crop
     return ClassificationData(
         torch.stack(images),
         torch.tensor(labels, dtype=torch.long),

@@ -10,6 +10,7 @@ from .losses import confidence_adaptation_loss as confidence_adaptation_loss
 from .surgery import HardenReport as HardenReport
 from .surgery import HeadReplacement as HeadReplacement
 from .surgery import check_hardened as check_hardened
+from .surgery import hardened_heads as hardened_heads
 from .surgery import harden as harden
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "HardenReport",
     "HeadReplacement",
     "check_hardened",
+    "hardened_heads",
     "harden",
 ]

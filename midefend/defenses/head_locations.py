@@ -10,6 +10,10 @@ No guessing: a head is found by one of three explicit rules, in this order.
 3. torchvision: the table :data:`TORCHVISION_HEADS` below, by model class.
    Auxiliary heads (Inception v3 ``AuxLogits.fc``, GoogLeNet ``aux1.fc2`` and
    ``aux2.fc2``) are included when the model was built with them.
+4. Hugging Face ``transformers`` image classifiers (``...ForImageClassification``):
+   their ``classifier`` attribute, an ``nn.Linear`` (ViT, ConvNeXt, Swin, ...)
+   or a ``Sequential`` ending in one after shape-only layers (ResNet's
+   ``Sequential(Flatten, Linear)`` -> ``classifier.1``).
 
 >>> import torchvision
 >>> find_head_paths(torchvision.models.vgg11(num_classes=3))
@@ -18,7 +22,6 @@ No guessing: a head is found by one of three explicit rules, in this order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch.nn as nn
 import torchvision.models as tvm
@@ -82,6 +85,25 @@ def _module_exists(model: nn.Module, path: str) -> bool:
         return False
 
 
+# Layers that only reshape or regularise: a Sequential head of these plus one Linear is that Linear.
+_SHAPE_ONLY = (nn.Flatten, nn.Dropout, nn.Identity)
+
+
+def _transformers_head(model: nn.Module) -> str | None:
+    """``"classifier"`` (or ``"classifier.<i>"``) of a transformers image classifier; ``None`` otherwise."""
+    if not type(model).__module__.startswith("transformers.") or not type(model).__name__.endswith("ForImageClassification"):
+        return None
+    head = getattr(model, "classifier", None)
+    if isinstance(head, nn.Linear):
+        return "classifier"
+    if isinstance(head, nn.Sequential):
+        linear = [i for i, layer in enumerate(head) if isinstance(layer, nn.Linear)]
+        others_ok = all(isinstance(layer, _SHAPE_ONLY) for i, layer in enumerate(head) if i not in linear)
+        if len(linear) == 1 and others_ok:
+            return f"classifier.{linear[0]}"
+    return None
+
+
 def find_head_paths(model: nn.Module, head: object = None) -> list[str]:
     """The dotted paths of ``model``'s classifier head(s) (not checked to be ``nn.Linear`` here)."""
     if head is not None:
@@ -93,6 +115,9 @@ def find_head_paths(model: nn.Module, head: object = None) -> list[str]:
         if isinstance(model, cls):
             aux = [p for p in AUX_HEADS.get(cls, ()) if _module_exists(model, p)]
             return list(paths) + aux
+    hf_head = _transformers_head(model)
+    if hf_head is not None:
+        return [hf_head]
     raise HeadNotFoundError(
         f"cannot locate the classifier head of {type(model).__name__}: it is not a timm model "
         "(no pretrained_cfg['classifier']) nor a torchvision family midefend knows; "

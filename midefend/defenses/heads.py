@@ -23,6 +23,7 @@ torch.Size([8, 4])
 
 from __future__ import annotations
 
+import copy
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._validate import check_choice
 from ..errors import ConfigError
 from ._checks import check_bool, check_positive_int, check_positive_real, describe
 
@@ -126,8 +128,7 @@ class LowRankTanhHead(nn.Module):
         self.in_features = check_positive_int("in_features", in_features)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.rank = validate_rank(rank, self.in_features, self.num_classes)
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        check_choice("activation", activation, sorted(ACTIVATIONS))
         check_bool("norm", norm)
         check_bool("bias", bias)
         self.activation_name = activation
@@ -189,6 +190,7 @@ class LowRankTanhHead(nn.Module):
         norm: bool = True,
         features: torch.Tensor | None = None,
         linear_range: float = 0.1,
+        refit_up: bool = False,
     ) -> LowRankTanhHead:
         """Warm-start a head from a trained ``nn.Linear`` by truncated SVD.
 
@@ -227,6 +229,17 @@ class LowRankTanhHead(nn.Module):
         1% (relative RMS of the logits) of the original head; below full rank
         the truncation error ``W - W_r`` adds to that.
 
+        This is a faithful copy of the trained head, which is NOT CALoR's
+        mechanism: with ``linear_range=0.1`` the tanh stays linear and passes the
+        attacker's gradients unchanged. A large ``linear_range`` (e.g. 2: about a
+        third of the units saturated) starts in the saturating regime, where
+        ``up``'s ``1/alpha`` scaling no longer restores the logits (tanh squashes
+        them); ``refit_up=True`` (needs ``features``) then sets ``up`` (weight and
+        bias) by least squares so that the head reproduces the original logits
+        ``linear(features)`` as well as the saturated rank-``r`` code allows, the
+        best ``up`` for the fixed ``down`` (a tiny ridge keeps it well posed).
+        See docs/calor.md.
+
         >>> import torch
         >>> linear = torch.nn.Linear(64, 10)
         >>> feats = torch.randn(256, 64)
@@ -238,6 +251,9 @@ class LowRankTanhHead(nn.Module):
         if not isinstance(linear, nn.Linear):
             raise ConfigError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
         linear_range = check_positive_real("linear_range", linear_range)
+        check_bool("refit_up", refit_up)
+        if refit_up and features is None:
+            raise ConfigError("refit_up=True needs features (the head's inputs on some training images)")
         weight = linear.weight.detach()
         num_classes, in_features = weight.shape
         head = cls(
@@ -275,7 +291,22 @@ class LowRankTanhHead(nn.Module):
             head.up.bias.copy_(bias64 + w64 @ mean - up_w.sum(dim=1) * act.value)
             # w64 @ mean above uses the full W: the rank-r part of it is W_r mu and the
             # rest, (W - W_r) mu, is the constant part of the truncation error, kept exactly.
+        if refit_up:
+            _refit_up(head, features.detach().to(device=weight.device, dtype=torch.float64), w64, bias64)
         return head
+
+
+def _refit_up(head: LowRankTanhHead, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Set ``head.up`` to the least-squares map from the head's rank-``r`` code to ``features @ W.T + b`` (float64)."""
+    with torch.no_grad():
+        code = copy.deepcopy(head).double().eval()(features, pre_logits=True)  # (N, r), the activation's output
+        design = torch.cat([code, code.new_ones(len(code), 1)], dim=1)  # (N, r + 1): weights and bias
+        target = features @ weight.T + bias  # (N, C), the original head's logits
+        gram = design.T @ design
+        ridge = 1e-8 * gram.diagonal().mean().clamp_min(1e-12) * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+        solution = torch.linalg.solve(gram + ridge, design.T @ target)  # (r + 1, C)
+        head.up.weight.copy_(solution[:-1].T)
+        head.up.bias.copy_(solution[-1])
 
 
 def _feature_stats(

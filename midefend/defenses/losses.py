@@ -29,12 +29,14 @@ True
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._validate import check_choice
 from ..errors import ConfigError
 from ._checks import check_positive_real, describe
 
@@ -46,8 +48,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _check_hyper(a: Any, b: Any, reduction: Any) -> None:
     check_positive_real("a", a)
     check_positive_real("b", b)
-    if reduction not in _REDUCTIONS:
-        raise ConfigError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
+    check_choice("reduction", reduction, _REDUCTIONS)
 
 
 def _is_integer(t: torch.Tensor) -> bool:
@@ -106,6 +107,36 @@ def confidence_adaptation_loss(
     return loss
 
 
+#: "Far below" the CA optimum: the loss' gradient scales with p_y**b, so at half the optimum it is
+#: 2**-b of its size there (1/256 at b=8): the CA stage then barely moves the model.
+UNCONFIDENT_FRACTION = 0.5
+
+
+def warn_if_unconfident(mean_p_y: float, b: float) -> bool:
+    """Warn (and return True) when the mean ``p_y`` is far below the CA optimum ``exp(-1/b)``.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warn_if_unconfident(0.19, 8.0), warn_if_unconfident(0.95, 8.0)
+    (True, False)
+    >>> len(caught)
+    1
+    """
+    optimum = math.exp(-1.0 / b)
+    if mean_p_y >= UNCONFIDENT_FRACTION * optimum:
+        return False
+    warnings.warn(
+        f"confidence adaptation: the model's mean p_y is {mean_p_y:.3f}, far below the CA optimum exp(-1/b) = "
+        f"{optimum:.3f}; the CA loss' gradient vanishes there (it scales with p_y**{b:g}), so this stage will barely "
+        "change the model. Train the cross-entropy stage longer (after harden(): a head fine-tune until the "
+        "model is confident) before the CA fine-tune.",
+        UserWarning,
+        stacklevel=2,
+    )
+    return True
+
+
 class ConfidenceAdaptationLoss(nn.Module):
     """Module form of :func:`confidence_adaptation_loss`: ``loss = module(logits, target)``.
 
@@ -115,12 +146,16 @@ class ConfidenceAdaptationLoss(nn.Module):
     torch.Size([])
     """
 
+    #: Batches checked for a model too unconfident for the CA loss (each check costs a host sync).
+    CONFIDENCE_CHECKS = 10
+
     def __init__(self, a: float = 1.0, b: float = 8.0, reduction: str = "mean") -> None:
         super().__init__()
         _check_hyper(a, b, reduction)
         self.a = float(a)
         self.b = float(b)
         self.reduction = reduction
+        self._checks_left = self.CONFIDENCE_CHECKS
 
     @property
     def optimal_confidence(self) -> float:
@@ -128,7 +163,14 @@ class ConfidenceAdaptationLoss(nn.Module):
         return math.exp(-1.0 / self.b)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return confidence_adaptation_loss(logits, target, self.a, self.b, self.reduction)
+        loss = confidence_adaptation_loss(logits, target, self.a, self.b, self.reduction)
+        if self._checks_left > 0 and logits.shape[0]:
+            self._checks_left -= 1
+            with torch.no_grad():
+                p_y = F.softmax(logits.detach().float(), dim=1).gather(1, target.long().unsqueeze(1)).mean()
+            if warn_if_unconfident(float(p_y), self.b):
+                self._checks_left = 0
+        return loss
 
     def extra_repr(self) -> str:
         return f"a={self.a}, b={self.b}, reduction={self.reduction!r}"

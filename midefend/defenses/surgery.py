@@ -33,12 +33,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..models.wrappers import unwrap_model
+from .._validate import check_choice
 from ..errors import AlreadyHardenedError, ConfigError, HardenError, HeadNotFoundError
 from ._checks import check_bool, check_positive_int, check_positive_real, describe
+from .calibration import accuracy_on, calibration_batches
 from .head_locations import find_head_paths
 from .heads import ACTIVATIONS, LowRankTanhHead
 
-__all__ = ["harden", "check_hardened", "check_harden_rank", "HardenReport", "HeadReplacement", "HARDENING_ATTR"]
+__all__ = ["harden", "check_hardened", "hardened_heads", "check_harden_rank", "HardenReport", "HeadReplacement", "HARDENING_ATTR"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ class HardenReport:
     init: str
     heads: list[HeadReplacement]
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+    #: top-1 accuracy on labelled calibration data before / right after the surgery (no fine-tuning); None without labels
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
 
     @property
     def head_paths(self) -> list[str]:
@@ -95,17 +101,6 @@ class HardenReport:
         return "\n".join(lines)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module that owns the parameters under ``torch.compile`` (``_orig_mod``) and DDP/DataParallel (``module``)."""
-    while True:
-        if isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        else:
-            return model
-
-
 def _set_submodule(root: nn.Module, path: str, new: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
@@ -119,31 +114,36 @@ def _get_head(model: nn.Module, path: str) -> nn.Module:
         raise HeadNotFoundError(f"{type(model).__name__} has no submodule {path!r} to harden") from None
 
 
-def check_hardened(model: nn.Module) -> dict[str, dict[str, Any]]:
+def hardened_heads(model: nn.Module) -> dict[str, dict[str, Any]]:
     """Every :class:`LowRankTanhHead` in ``model``: ``{dotted path: head.config()}``, empty when not hardened.
 
     Paths are relative to the unwrapped model (no ``_orig_mod.`` or ``module.``
     prefix), as ``harden`` records them.
 
     >>> import torch.nn as nn
-    >>> check_hardened(nn.Sequential(nn.Linear(8, 4)))
+    >>> hardened_heads(nn.Sequential(nn.Linear(8, 4)))
     {}
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {describe(model)}")
-    root = _unwrap(model)
+    root = unwrap_model(model)
     return {name: module.config() for name, module in root.named_modules() if isinstance(module, LowRankTanhHead)}
 
 
-def _calibration_batches(calibration: Any) -> list[torch.Tensor]:
-    """``calibration`` as a list of input batches (a tensor or a list/tuple of tensors), else ConfigError."""
-    batches = list(calibration) if isinstance(calibration, (list, tuple)) else [calibration]
-    if not batches or not all(isinstance(b, torch.Tensor) and b.is_floating_point() for b in batches):
-        raise ConfigError(
-            "calibration must be a float tensor of model inputs or a non-empty list of them, "
-            f"got {describe(calibration)}"
-        )
-    return batches
+def check_hardened(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Like the other ``check_*`` functions: :func:`hardened_heads` of a hardened ``model``, and a
+    :class:`~midefend.errors.HardenError` when it has no :class:`LowRankTanhHead`.
+
+    >>> import torch.nn as nn
+    >>> check_hardened(nn.Sequential(nn.Linear(8, 4)))
+    Traceback (most recent call last):
+    ...
+    midefend.errors.HardenError: Sequential is not hardened: it has no LowRankTanhHead (use midefend.harden)
+    """
+    heads = hardened_heads(model)
+    if not heads:
+        raise HardenError(f"{type(unwrap_model(model)).__name__} is not hardened: it has no LowRankTanhHead (use midefend.harden)")
+    return heads
 
 
 def _capture_head_inputs(
@@ -189,8 +189,9 @@ def harden(
     head: str | Sequence[str] | None = None,
     copy: bool = False,
     allow_rehardening: bool = False,
-    calibration: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    calibration: Any = None,
     linear_range: float = 0.1,
+    refit_up: bool = False,
 ) -> HardenReport:
     """Replace the classifier head(s) of ``model`` by :class:`LowRankTanhHead`, in place by default.
 
@@ -213,12 +214,18 @@ def harden(
             need it.
         allow_rehardening: replace heads that are already ``LowRankTanhHead``
             (with ``init="random"`` only: an SVD of a nonlinear head is meaningless).
-        calibration: optional input batch (or list of batches) for the SVD warm
-            start: the heads' inputs on it set BatchNorm's statistics and the
-            activation's scale (see ``from_linear``). Without it the warm start
-            assumes standardised features, which trained features rarely are,
-            and a ``UserWarning`` says so.
+        calibration: optional training inputs for the SVD warm start: a batch, a
+            list of batches, an ``(inputs, labels)`` pair or a ``DataLoader``
+            (:mod:`~midefend.defenses.calibration`). The heads' inputs on it set
+            BatchNorm's statistics and the activation's scale (see ``from_linear``).
+            Without it the warm start assumes standardised features, which trained
+            features rarely are, and a ``UserWarning`` says so. With labels, the
+            report's ``accuracy_before``/``accuracy_after`` give the accuracy on it
+            before and right after the surgery, and a drop of more than 5 points warns.
         linear_range: RMS of the activation's input at the warm start (``from_linear``).
+        refit_up: after the SVD warm start, set each head's ``up`` by least squares to
+            reproduce the original logits on ``calibration`` (``from_linear``): with a large
+            ``linear_range`` this starts saturated and still near the trained logits.
 
     Returns:
         a :class:`HardenReport`; ``report.to_dict()`` is also stored as
@@ -238,21 +245,22 @@ def harden(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {describe(model)}")
     rank = check_positive_int("rank", rank)
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    check_choice("activation", activation, sorted(ACTIVATIONS))
     check_bool("norm", norm)
     check_bool("copy", copy)
     check_bool("allow_rehardening", allow_rehardening)
-    if init not in _INITS:
-        raise ConfigError(f"init must be one of {', '.join(_INITS)}, got {init!r}")
+    check_choice("init", init, _INITS)
 
     check_positive_real("linear_range", linear_range)
-    batches = _calibration_batches(calibration) if calibration is not None else []
+    check_bool("refit_up", refit_up)
+    if refit_up and (init != "svd" or calibration is None):
+        raise ConfigError("refit_up=True needs init='svd' and calibration data")
+    batches, calibration_labels = calibration_batches(calibration) if calibration is not None else ([], None)
 
-    root = _unwrap(model)
+    root = unwrap_model(model)
     name = type(root).__name__
     paths = find_head_paths(root, head)
-    existing = check_hardened(root)
+    existing = hardened_heads(root)
     if existing and not allow_rehardening:
         raise AlreadyHardenedError(
             f"{name} is already hardened (LowRankTanhHead at {', '.join(existing)}); "
@@ -264,9 +272,10 @@ def harden(
 
     if copy:
         model = copy_module.deepcopy(model)
-        root = _unwrap(model)
+        root = unwrap_model(model)
         plan = {path: root.get_submodule(path) for path in plan}
 
+    accuracy_before = accuracy_on(root, batches, calibration_labels) if calibration_labels else None
     features: dict[str, torch.Tensor] = {}
     if batches and init == "svd":
         features = _capture_head_inputs(root, name, plan, batches)
@@ -283,7 +292,7 @@ def harden(
 
     replaced = []
     for path, old in plan.items():
-        new = _new_head(old, rank, activation, norm, init, features.get(path), linear_range)
+        new = _new_head(old, rank, activation, norm, init, features.get(path), linear_range, refit_up)
         new.train(old.training)
         _set_submodule(root, path, new)
         replaced.append(HeadReplacement(path, new.in_features, new.num_classes, new.rank))
@@ -291,6 +300,17 @@ def harden(
 
     report = HardenReport(name, rank, activation, norm, init, replaced, model=model)
     setattr(root, HARDENING_ATTR, report.to_dict())
+    if calibration_labels:
+        report.accuracy_before = accuracy_before
+        report.accuracy_after = accuracy_on(root, batches, calibration_labels)
+        logger.info("harden: calibration accuracy %.3f before, %.3f after the surgery", accuracy_before, report.accuracy_after)
+        if report.accuracy_after < (accuracy_before or 0.0) - 0.05:
+            warnings.warn(
+                f"harden: accuracy on the calibration data fell from {accuracy_before:.1%} to {report.accuracy_after:.1%} "
+                "with the low-rank head; fine-tune with cross-entropy (a larger rank keeps more) before the CA stage",
+                UserWarning,
+                stacklevel=2,
+            )
     return report
 
 
@@ -321,7 +341,7 @@ def check_harden_rank(model: nn.Module, rank: int, head: str | Sequence[str] | N
     Lets a training run refuse a bad rank before hours of pre-training instead of after.
     """
     rank = check_positive_int("rank", rank)
-    root = _unwrap(model)
+    root = unwrap_model(model)
     for path in find_head_paths(root, head):
         _checked_head(root, type(root).__name__, path, rank, "random")
 
@@ -340,11 +360,13 @@ def _new_head(
     init: str,
     features: torch.Tensor | None,
     linear_range: float,
+    refit_up: bool = False,
 ) -> LowRankTanhHead:
     if init == "svd":
         return LowRankTanhHead.from_linear(
-            old, rank, activation=activation, norm=norm, features=features, linear_range=linear_range
-        )
+            old, rank, activation=activation, norm=norm, features=features, linear_range=linear_range,
+            refit_up=refit_up and features is not None,
+        )  # fmt: skip
     weight = old.down.weight if isinstance(old, LowRankTanhHead) else old.weight
     in_features, num_classes = _head_shape(old)
     return LowRankTanhHead(

@@ -1,22 +1,23 @@
 """midefend.evaluation: the frozen-classifier wrapper, features, metrics, reports and ``verify``.
 
 >>> from midefend.evaluation import tradeoff_delta
->>> tradeoff_delta(acc_nodef=0.9, attack_nodef=0.6, acc_def=0.92, attack_def=0.3)
-'OP'
+>>> print(tradeoff_delta(acc_nodef=0.9, attack_nodef=0.6, acc_def=0.92, attack_def=0.3))  # no accuracy lost
+None
 """
 
 from __future__ import annotations
 
-from .classifier import Classifier as Classifier
+from ..models.classifier import Classifier as Classifier
 from .evaluate import evaluate_attack as evaluate_attack
 from .evaluate import natural_accuracy as natural_accuracy
-from .features import extract_features as extract_features
+from ..models.features import extract_features as extract_features
 from .metrics import AccuracyStat as AccuracyStat
 from .metrics import accuracy as accuracy
 from .metrics import attack_accuracy as attack_accuracy
 from .metrics import frechet_distance as frechet_distance
 from .metrics import knn_distance as knn_distance
 from .metrics import topk_hits as topk_hits
+from .metrics import format_delta as format_delta
 from .metrics import tradeoff_delta as tradeoff_delta
 from .reports import comparison_rows as comparison_rows
 from .reports import load_report as load_report
@@ -43,6 +44,7 @@ __all__ = [
     "render_comparison_markdown",
     "save_grid",
     "topk_hits",
+    "format_delta",
     "tradeoff_delta",
     "verify",
     "write_comparison",

@@ -67,6 +67,7 @@ def run_demo(
     """Run the demo (see the module docstring); returns the comparison rows (NoDef first)."""
     from ..attacks import load_prior, train_prior
     from ..data.resolve import ORL_ENV, load_dataset
+    from ..training.recipes import get_defense
     from ..training.targets import train_evaluation_model, train_target
     from .reports import comparison_rows, write_comparison
     from .verify import verify
@@ -98,7 +99,7 @@ def run_demo(
     step(f"NoDef test accuracy {nodef.test_accuracy:.1%}; training the {defense} target")
     hardened_path = out / f"{defense.replace('+', '_')}.safetensors"
     kwargs: dict[str, Any] = {"epochs": settings["epochs"], "seed": seed, "out": hardened_path}
-    if "calor" in defense:
+    if get_defense(defense).low_rank_head:
         kwargs.update(init=nodef_path, calor_epochs=settings["calor_epochs"], ca_epochs=settings["ca_epochs"], rank=settings["rank"])
     hardened = train_target(spec, defense=defense, **kwargs, **common)
     step(f"{defense} test accuracy {hardened.test_accuracy:.1%}; training the evaluation model")
@@ -116,6 +117,7 @@ def run_demo(
             images, out / "prior.safetensors", epochs=settings["prior_epochs"], width=settings["prior_width"], seed=seed,
             device=device, progress=progress,
         )
+        step("digits prior trained")
     else:
         prior = load_prior("face-gan", device=device)
 
@@ -134,6 +136,9 @@ def run_demo(
                 attack_options={**settings["attack"], "seed": seed},
             )
         )
+        # a persistent line per finished stage: progress bars vanish, a log keeps these
+        m = reports[-1]["metrics"]
+        step(f"{name} attacked: attack accuracy @1 {100 * m['attack_acc_top1']:.1f}%, natural accuracy {100 * (m.get('accuracy') or 0):.1f}%")
     rows = comparison_rows(reports, ["NoDef", defense])
     write_comparison(out, rows)
     step("done")

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ConfigError
 from .classifier import Classifier
+from .feasibility import fid_not_computable
 from .metrics import accuracy, attack_accuracy, frechet_distance, knn_distance, topk_hits
 
 
@@ -51,7 +52,8 @@ def evaluate_attack(
     Returns:
         a JSON-serialisable dict: ``accuracy`` (or ``None``), ``attack_acc_top1``,
         ``attack_acc_top1_std``, ``attack_acc_top5``, ``attack_acc_top5_std``,
-        ``knn_distance``, ``fid``, ``target_acc_top1``,
+        ``knn_distance``, ``fid`` (``None`` when it cannot be computed, with the reason in
+        ``not_computed["fid"]``), ``target_acc_top1``,
         ``target_confidence_mean``, and ``per_class`` rows.
     """
     images, labels = result.flat()
@@ -73,11 +75,16 @@ def evaluate_attack(
         "attack_acc_top5": top5.mean,
         "attack_acc_top5_std": top5.std,
         "knn_distance": knn_distance(recon_feats, labels, private_feats, private_labels),
-        "fid": frechet_distance(recon_feats, private_feats),
+        "fid": None,
         "target_acc_top1": None,
         "target_confidence_mean": float(result.target_confidence.float().mean()),
         "num_reconstructions": int(images.shape[0]),
     }
+    fid_reason = fid_not_computable(int(recon_feats.shape[0]), int(private_feats.shape[0]))
+    if fid_reason is None:
+        metrics["fid"] = frechet_distance(recon_feats, private_feats)
+    else:
+        metrics["not_computed"] = {"fid": fid_reason}
     target_hits = None
     if target is not None:
         target_hits = topk_hits(target.predict(images, batch_size=batch_size), labels, 1).float()

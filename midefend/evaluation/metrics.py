@@ -14,8 +14,8 @@ FID (feature space)      ``‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2 (Σ_a^½
                          reconstruction and private features (Fréchet distance of two
                          Gaussians fitted to them)
 trade-off Δ              ``(AttAcc_nodef − AttAcc_def) / (Acc_nodef − Acc_def)``: attack
-                         accuracy removed per point of natural accuracy lost; ``"OP"``
-                         (optimal) when the defense is at least as accurate as NoDef
+                         accuracy removed per point of natural accuracy lost; ``None``
+                         (printed "OP", optimal) when the defense is as accurate as NoDef
 =======================  ===============================================================
 
 >>> import torch
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .._validate import check_positive_int
 from ..errors import ConfigError
 
 
@@ -57,8 +58,7 @@ def _check_logits(logits: torch.Tensor, labels: torch.Tensor) -> None:
 def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> torch.Tensor:
     """Boolean ``(N,)``: is ``labels[i]`` among the ``k`` largest ``logits[i]``?"""
     _check_logits(logits, labels)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    check_positive_int("k", k)
     k = min(k, logits.shape[1])
     return (logits.topk(k, dim=1).indices == labels[:, None].to(logits.device)).any(dim=1).cpu()
 
@@ -137,8 +137,9 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     return max(float(value), 0.0)
 
 
-def tradeoff_delta(*, acc_nodef: float, attack_nodef: float, acc_def: float, attack_def: float) -> float | str:
-    """Δ = attack accuracy removed per unit of natural accuracy lost; ``"OP"`` if no accuracy is lost.
+def tradeoff_delta(*, acc_nodef: float, attack_nodef: float, acc_def: float, attack_def: float) -> float | None:
+    """Δ = attack accuracy removed per unit of natural accuracy lost; ``None`` if no accuracy is lost
+    (the papers print "OP": :func:`format_delta`).
 
     All four values in the same unit (fractions or percentages); Δ is a ratio, unit-free.
     """
@@ -146,8 +147,17 @@ def tradeoff_delta(*, acc_nodef: float, attack_nodef: float, acc_def: float, att
         if not isinstance(value, (int, float)) or value != value:
             raise ConfigError(f"{name} must be a number, got {value!r}")
     if acc_def >= acc_nodef:
-        return "OP"
+        return None
     return (attack_nodef - attack_def) / (acc_nodef - acc_def)
+
+
+def format_delta(delta: float | None) -> str:
+    """Δ as the papers print it: two decimals, or ``"OP"`` when no accuracy was lost (``None``).
+
+    >>> format_delta(2.0), format_delta(None)
+    ('2.00', 'OP')
+    """
+    return "OP" if delta is None else f"{delta:.2f}"
 
 
 __all__ = [
@@ -156,6 +166,7 @@ __all__ = [
     "attack_accuracy",
     "frechet_distance",
     "knn_distance",
+    "format_delta",
     "topk_hits",
     "tradeoff_delta",
 ]

@@ -14,8 +14,8 @@ undefended (NoDef) reference of Δ.
 
 >>> row = {"name": "nodef", "accuracy": 0.95, "attack_acc_top1": 0.6, "attack_acc_top1_std": 0.2,
 ...        "attack_acc_top5": 0.9, "attack_acc_top5_std": 0.1, "knn_distance": 120.0, "fid": 35.0, "delta": None}
->>> print(render_comparison_markdown([row]).splitlines()[2])
-| nodef | 95.0 | 60.0 ± 20.0 | 90.0 ± 10.0 | 120.00 | 35.0 | – |
+>>> print(render_comparison_markdown([{**row, "strongest_attack": "ppa"}]).splitlines()[2])
+| nodef | 95.0 | 60.0 ± 20.0 | 90.0 ± 10.0 | 120.00 | 35.0 | – | ppa |
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_write, atomic_write_text
-from .metrics import tradeoff_delta
+from .metrics import format_delta, tradeoff_delta
 
 REPORT_FORMAT = "midefend-verify-report"
 REPORT_VERSION = 1
@@ -49,26 +49,89 @@ def _num(value: float | None, digits: int) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def std_label(metrics: dict[str, Any]) -> str:
+    """What the "±" of a metrics dict is: ``"std over N runs"`` or ``"std over classes"``."""
+    if metrics.get("std_over") == "runs":
+        return f"std over {metrics.get('runs', '?')} runs"
+    return "std over classes"
+
+
+def verdict_line(report: dict[str, Any]) -> str:
+    """The one-line verdict: the strongest attack, its accuracy, and whether its optimisation worked.
+
+    >>> m = {"attack_acc_top1": 0.531, "attack_acc_top1_std": 0.02, "std_over": "runs", "runs": 5, "target_acc_top1": 0.95}
+    >>> verdict_line({"strongest_attack": "ppa+eot", "metrics": m, "attacks": [{"name": "ppa+eot", "adaptive": True, "threat_model": "white-box"}]})
+    'strongest attack ppa+eot (white-box, adaptive): 53.1 ± 2.0% of reconstructions recognised by the independent evaluator (std over 5 runs); the target itself recognises 95.0%'
+    """
+    m = report["metrics"]
+    name = report.get("strongest_attack") or report.get("attack", {}).get("attack", "?")
+    row = next((r for r in report.get("attacks", []) if r.get("name") == name), {})
+    kind = ", ".join(x for x in (row.get("threat_model"), "adaptive" if row.get("adaptive") else None) if x)
+    line = (
+        f"strongest attack {name}{f' ({kind})' if kind else ''}: {_pct(m['attack_acc_top1'], m.get('attack_acc_top1_std'))}% of "
+        f"reconstructions recognised by the independent evaluator ({std_label(m)})"
+    )
+    target_acc = m.get("target_acc_top1")
+    if target_acc is not None:
+        line += f"; the target itself recognises {_pct(target_acc)}%"
+        if target_acc < 0.5:
+            line += " (the optimisation largely failed: this is not evidence of privacy)"
+    return line
+
+
+ATTACK_HEADER = ("attack", "threat model", "adaptive", "AttAcc@1 (%)", "AttAcc@5 (%)", "target acc on recon. (%)", "KNN", "FID", "queries", "time (s)")
+
+
+def attack_cells(row: dict[str, Any], *, time: bool = True) -> list[str]:
+    """The cells of one portfolio row, in :data:`ATTACK_HEADER` order (without the time with ``time=False``)."""
+    m = row["metrics"]
+    cells = [
+        str(row["name"]),
+        str(row.get("threat_model", "?")),
+        "yes" if row.get("adaptive") else "no",
+        _pct(m["attack_acc_top1"], m.get("attack_acc_top1_std")),
+        _pct(m["attack_acc_top5"], m.get("attack_acc_top5_std")),
+        _pct(m.get("target_acc_top1")),
+        _num(m.get("knn_distance"), 2),
+        _num(m.get("fid"), 1),
+        str(row["queries"]) if row.get("queries") is not None else "–",
+    ]
+    return cells + [_num(row.get("seconds"), 0)] if time else cells
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    """A short Markdown summary of a verify report (the content of ``report.md``)."""
+    """A short Markdown summary of a verify report (the content of ``report.md``), verdict first."""
     m, target, attack = report["metrics"], report.get("target", {}), report.get("attack", {})
+    rows = report.get("attacks") or []
     lines = [
         f"# midefend verify: {target.get('name', 'target')}",
+        "",
+        f"**Verdict: {report.get('verdict') or verdict_line(report)}.**",
         "",
         f"- target: `{target.get('path', '?')}` ({target.get('arch', '?')}, defense: {target.get('defense') or 'none'})",
         f"- evaluation model: `{report.get('eval_model', {}).get('path', '?')}` ({report.get('eval_model', {}).get('arch', '?')})",
         f"- prior: {(report.get('prior') or {}).get('name', 'none')}",
-        f"- attack: {attack.get('attack', '?')} (loss {attack.get('loss', '?')}, {attack.get('per_class', '?')} per class "
+        f"- threat model: {report.get('threat_model', 'white-box')}; adaptive attacks: {report.get('adaptive_mode', 'auto')}; "
+        f"runs per attack: {report.get('repeats', 1)}",
+        f"- strongest attack: {attack.get('attack', '?')} (loss {attack.get('loss', '?')}, {attack.get('per_class', '?')} per class "
         f"from {attack.get('candidates', '?')} candidates, {attack.get('steps', '?')} steps, seed {attack.get('seed', '?')})",
-        f"- classes attacked: {len(m.get('per_class', []))}; wall time {_num(report.get('timing', {}).get('total_seconds'), 1)} s",
+        f"- classes attacked: {len(m.get('per_class', []))}; wall time {_num(report.get('timing', {}).get('total_seconds'), 1)} s"
+        + (" (" + ", ".join(f"{r['name']} {_num(r.get('seconds'), 0)} s" for r in rows) + " per run)" if rows else ""),
+        *(f"- note: {note}" for note in report.get("notes", [])),
+        "",
+        f"Headline (the strongest attack; ± is the {std_label(m)}):",
         "",
         "| metric | value |",
         "|---|---|",
         f"| natural accuracy (%) | {_pct(m.get('accuracy'))} |",
         f"| attack accuracy @1, eval model (%) | {_pct(m['attack_acc_top1'], m['attack_acc_top1_std'])} |",
         f"| attack accuracy @5, eval model (%) | {_pct(m['attack_acc_top5'], m['attack_acc_top5_std'])} |",
+    ]
+    if m.get("std_over") == "runs":
+        lines.append(f"| per-class spread of attack accuracy @1 (std over classes, %) | {_pct(m.get('attack_acc_top1_std_classes'))} |")
+    lines += [
         f"| KNN distance (eval features) | {_num(m['knn_distance'], 2)} |",
-        f"| FID (eval features) | {_num(m['fid'], 1)} |",
+        f"| FID (eval features) | {_num(m['fid'], 1) if m.get('fid') is not None or 'fid' not in (m.get('not_computed') or {}) else 'not computed: ' + m['not_computed']['fid']} |",
         f"| target's own accuracy on reconstructions (%) | {_pct(m.get('target_acc_top1'))} |",
         f"| target's mean confidence on reconstructions | {_num(m.get('target_confidence_mean'), 3)} |",
         *_facenet_rows(m.get("facenet")),
@@ -77,9 +140,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         "optimisation failed, not that the identity is hidden: compare models by their strongest attack.",
         "",
     ]
+    if rows:
+        header = ATTACK_HEADER[:-1]  # times are on the wall-time line above: the table stays the same across runs
+        lines += [f"Every attack (± is the {std_label(m)}):", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(attack_cells(row, time=False)) + " |" for row in rows]
+        lines.append("")
+    for skipped in report.get("skipped_attacks") or []:
+        lines.append(f"- not run: {skipped['attack']} ({skipped['reason']})")
+    if report.get("skipped_attacks"):
+        lines.append("")
     if report.get("files", {}).get("grid"):
-        lines += [f"![reconstructions]({Path(report['files']['grid']).name})", "", "Each row: a private image, then its reconstructions.", ""]
-    return "\n".join(lines)
+        lines += [f"![reconstructions]({Path(report['files']['grid']).name})", "", "Each row: a private image, then the strongest attack's reconstructions.", ""]
+    for row in rows:
+        if row.get("grid"):
+            lines += [f"- {row['name']}: ![{row['name']}]({row['grid']})"]
+    return "\n".join(lines) + ("\n" if rows else "")
 
 
 def _facenet_rows(face: dict[str, Any] | None) -> list[str]:
@@ -125,13 +200,20 @@ def write_report(
     *,
     private: torch.Tensor | None = None,
     reconstructions: torch.Tensor | None = None,
+    attack_grids: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and (given the images) ``grid.png`` into ``out_dir``; returns the paths."""
+    """Write ``report.json``, ``report.md`` and (given the images) ``grid.png`` into ``out_dir``; returns the paths.
+
+    ``attack_grids`` (attack name -> reconstructions) adds one ``grid-<name>.png`` per attack.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "markdown": out / "report.md"}
     if private is not None and reconstructions is not None:
         paths["grid"] = save_grid(out / "grid.png", private, reconstructions)
+    if private is not None:
+        for name, images in (attack_grids or {}).items():
+            paths[f"grid-{name}"] = save_grid(out / f"grid-{name}.png", private, images)
     full = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report, "files": {k: str(v) for k, v in paths.items()}}
     atomic_write_text(paths["markdown"], render_markdown(full))
     atomic_write_text(paths["json"], json.dumps(full, indent=2, sort_keys=False, allow_nan=False) + "\n")
@@ -166,11 +248,12 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
     rows = []
     for i, (name, report) in enumerate(zip(names, reports)):
         m = report["metrics"]
-        delta: float | str | None = None
+        delta, no_loss = None, None  # the reference row, or no accuracy to compare
         if i > 0 and None not in (ref.get("accuracy"), m.get("accuracy")):
             delta = tradeoff_delta(
                 acc_nodef=ref["accuracy"], attack_nodef=ref["attack_acc_top1"], acc_def=m["accuracy"], attack_def=m["attack_acc_top1"]
             )
+            no_loss = delta is None
         rows.append(
             {
                 "name": name,
@@ -178,18 +261,19 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
                 **{key: m.get(key) for key in ("accuracy", "attack_acc_top1", "attack_acc_top1_std", "attack_acc_top5", "attack_acc_top5_std", "knn_distance", "fid", "target_acc_top1")},
                 "delta": delta,
                 **{f"facenet_{key}": (m.get("facenet") or {}).get(key) for key in ("attack_acc_top1", "attack_acc_top5", "delta_face", "agreement")},
+                "no_accuracy_lost": no_loss,
+                "strongest_attack": report.get("strongest_attack") or report.get("attack", {}).get("attack"),
+                "std_over": m.get("std_over", "classes"),
             }
         )
     return rows
 
 
-def _delta_text(delta: float | str | None) -> str:
-    if delta is None:
-        return "–"
-    return delta if isinstance(delta, str) else f"{delta:.2f}"
+def _delta_text(row: dict[str, Any]) -> str:
+    return "–" if row.get("no_accuracy_lost") is None else format_delta(row.get("delta"))
 
 
-COMPARISON_HEADER = ("model", "Acc (%)", "AttAcc@1 (%)", "AttAcc@5 (%)", "KNN", "FID", "Δ")
+COMPARISON_HEADER = ("model", "Acc (%)", "AttAcc@1 (%)", "AttAcc@5 (%)", "KNN", "FID", "Δ", "strongest attack")
 
 
 def comparison_cells(row: dict[str, Any]) -> list[str]:
@@ -201,14 +285,19 @@ def comparison_cells(row: dict[str, Any]) -> list[str]:
         _pct(row["attack_acc_top5"], row.get("attack_acc_top5_std")),
         _num(row.get("knn_distance"), 2),
         _num(row.get("fid"), 1),
-        _delta_text(row.get("delta")),
+        _delta_text(row),
+        str(row.get("strongest_attack") or "–"),
     ]
 
 
 def render_comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The comparison as a Markdown table (Δ against the first row; "OP": no accuracy lost)."""
+    """The comparison as a Markdown table (Δ against the first row; "OP": no accuracy lost), then what ± is."""
     lines = ["| " + " | ".join(COMPARISON_HEADER) + " |", "|" + "---|" * len(COMPARISON_HEADER)]
     lines += ["| " + " | ".join(comparison_cells(row)) + " |" for row in rows]
+    kinds = sorted({row.get("std_over", "classes") for row in rows})
+    lines += ["", "Each model is judged by its strongest attack; ± is the std over " + " or ".join(kinds) + "."]
+    if len(kinds) > 1:
+        lines.append("Warning: the rows mix a std over runs with a std over classes; do not compare their ± directly.")
     return "\n".join(lines) + "\n"
 
 
@@ -224,12 +313,16 @@ def write_comparison(out_dir: str | Path, rows: Sequence[dict[str, Any]]) -> dic
 
 __all__ = [
     "COMPARISON_HEADER",
+    "ATTACK_HEADER",
+    "attack_cells",
     "comparison_cells",
     "comparison_rows",
     "load_report",
     "render_comparison_markdown",
     "render_markdown",
     "save_grid",
+    "std_label",
+    "verdict_line",
     "write_comparison",
     "write_report",
 ]

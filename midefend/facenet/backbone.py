@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import torch
 
-from ..architectures import register_architecture
 from ..errors import ConfigError
 from .model import InceptionResnetV1
 
@@ -45,7 +44,6 @@ def freeze_leading(model: InceptionResnetV1, fraction: float) -> int:
     return count
 
 
-@register_architecture("facenet", pretrained=True)
 def facenet_backbone(*, num_classes: int, in_chans: int = 3, pretrained: bool = False, freeze: float = 0.0, drop_rate: float = 0.0) -> InceptionResnetV1:
     """Inception-ResNet-v1 with a ``num_classes`` head; FaceNet's weights when ``pretrained``."""
     if in_chans not in (1, 3):
@@ -65,4 +63,7 @@ def facenet_backbone(*, num_classes: int, in_chans: int = 3, pretrained: bool = 
     return model
 
 
-__all__ = ["facenet_backbone", "freeze_leading"]
+#: Registered by :mod:`midefend.architectures` (this module imports nothing from there).
+BUILTIN_ARCHITECTURES = {"midefend/facenet": facenet_backbone}
+
+__all__ = ["BUILTIN_ARCHITECTURES", "facenet_backbone", "freeze_leading"]

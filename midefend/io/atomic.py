@@ -83,7 +83,7 @@ def atomic_write(path: str | os.PathLike[str], *, fsync: bool = True) -> Iterato
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, OSError):
-            raise _naming(exc, target, tmp)
+            raise _naming(exc, target, tmp) from exc
         raise
     if fsync:
         _fsync_folder(folder)

@@ -41,9 +41,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._validate import check_bool, check_device
 from ..errors import CheckpointError, ConfigError, MidefendError
+from ..models.wrappers import unwrap_model
 from .atomic import atomic_write
 from .header import read_safetensors_header
+from .pickled import is_pickle_file, load_pickled_state_dict
 from .schema import decode_metadata, encode_metadata, make_metadata
 
 __all__ = [
@@ -78,6 +81,8 @@ class Checkpoint:
     hardening: dict[str, Any] | None = None
     extra: dict[str, Any] | None = None
     path: Path | None = None
+    classes: list[str] | None = None
+    preprocess: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +103,8 @@ def save_checkpoint(
     mean: Sequence[float],
     std: Sequence[float],
     arch_kwargs: Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
+    preprocess: Mapping[str, Any] | None = None,
     defense: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -113,6 +120,14 @@ def save_checkpoint(
         input_size: ``(C, H, W)`` the model expects.
         mean, std: per-channel normalisation the model expects on inputs in ``[0, 1]``.
         arch_kwargs: further constructor arguments (JSON values), e.g. ``{"in_chans": 1}``.
+        classes: the class names, index = label (e.g. torchvision ``ImageFolder``'s
+            ``dataset.classes``). ``midefend verify`` matches the data's class
+            folders to the model by these names; without them it has to assume
+            torchvision's ``ImageFolder`` order (folder names sorted as strings).
+        preprocess: how a raw image becomes the model's input, e.g.
+            ``{"box": [6, 18, 86, 98]}`` (crop box, then resize) or
+            ``{"crop": "none"}`` (resize the whole frame, as ``Resize((h, w))``);
+            default: the centred square for square inputs. ``verify`` applies it.
         defense: how the model was trained (JSON object), e.g. ``{"name": "calor", "rank": 16}``.
         extra: anything else worth keeping (JSON object): data set, split, accuracy ...
 
@@ -140,6 +155,8 @@ def save_checkpoint(
         mean=mean,
         std=std,
         arch_kwargs=arch_kwargs,
+        classes=classes,
+        preprocess=preprocess,
         defense=defense,
         hardening=getattr(model, "midefend_hardening", None),
         extra=extra,
@@ -165,7 +182,7 @@ def read_checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Metadata and tensor list of a midefend checkpoint, from its header alone (no tensor data read).
 
     Returns a JSON-serialisable dict: the validated metadata fields (``arch``,
-    ``arch_kwargs``, ``num_classes``, ``input_size``, ``mean``, ``std``,
+    ``arch_kwargs``, ``num_classes``, ``classes``, ``input_size``, ``mean``, ``std``,
     ``defense``, ``hardening``, ``extra``, ``format_version``, and
     ``midefend_version`` when present), plus ``path``, ``tensors``
     (``{name: {"dtype": "F32", "shape": [...]}}`` in file order),
@@ -218,11 +235,8 @@ def load_checkpoint(
             one that ``weights_only`` refuses).
         ConfigError: ``device`` is invalid or not available.
     """
-    from .legacy import is_pickle_file, load_pickled_state_dict
-
     device = _check_device(device)
-    if allow_pickle is not True and allow_pickle is not False:
-        raise ConfigError(f"allow_pickle must be True or False, got {allow_pickle!r}")
+    check_bool("allow_pickle", allow_pickle)
     name = str(path)
     if allow_pickle and is_pickle_file(path):
         load_pickled_state_dict(path)  # refuses malicious pickles (weights_only) before the hint below
@@ -286,6 +300,8 @@ def restore_checkpoint(
         extra=meta["extra"],
         path=path,
         metadata=meta,
+        classes=meta.get("classes") or _classes_in_extra(meta),
+        preprocess=meta.get("preprocess"),
     )
 
 
@@ -309,43 +325,17 @@ def strip_state_dict_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def unwrap_model(model: Any) -> Any:
-    """The module inside ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` wrappers."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        else:
-            return model
-
-
 # --------------------------------------------------------------------------- internals
 
 
-def _check_device(device: Any) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError, OverflowError):  # an int index beyond int64 is a ValueError
-        raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
-    # Fail before reading and rebuilding anything (a CUDA build without a driver raises on query).
-    if device.type == "cuda" and not _cuda_available():
-        raise ConfigError(f"device {str(device)!r} is not available (no CUDA device found)")
-    return device
-
-
-def _cuda_available() -> bool:
-    try:
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - a CUDA build on a machine without a driver
-        return False
+_check_device = check_device  # the old private name (midefend.io.legacy and older callers)
 
 
 def _check_hardening_recorded(model: nn.Module, hardening: dict[str, Any] | None) -> None:
     # A LowRankTanhHead put in by hand cannot be rebuilt: the file would not say where it goes.
-    from ..defenses.surgery import check_hardened
+    from ..defenses.surgery import hardened_heads
 
-    heads = check_hardened(model)
+    heads = hardened_heads(model)
     if heads and not hardening:
         raise ConfigError(
             f"model has LowRankTanhHead(s) at {', '.join(heads)} but no model.midefend_hardening record, so the "
@@ -366,6 +356,15 @@ def _tensors_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
         seen.add(ident)
         tensors[key] = value
     return tensors
+
+
+def _classes_in_extra(meta: dict[str, Any]) -> list[str] | None:
+    # Files written by midefend's train_target before the ``classes`` field keep the names in extra["data"].
+    data = (meta.get("extra") or {}).get("data")
+    names = data.get("classes") if isinstance(data, dict) else None
+    if isinstance(names, list) and len(names) == meta["num_classes"] and all(isinstance(n, str) and n for n in names):
+        return names if len(set(names)) == len(names) else None
+    return None
 
 
 def _check_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:

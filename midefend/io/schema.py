@@ -9,8 +9,13 @@ A midefend checkpoint is a safetensors file whose string metadata holds one key,
       "arch": "timm/resnet18",                  # a name for midefend.architectures.build_model
       "arch_kwargs": {"in_chans": 1},           # its constructor keyword arguments
       "num_classes": 40,
+      "classes": ["s1", "s2", ...] | null,      # class names, index = label (how verify matches data by name)
       "input_size": [1, 64, 64],                # (C, H, W) the model expects
       "mean": [0.5], "std": [0.5],              # per channel: the model sees (x - mean) / std, x in [0, 1]
+      "preprocess": {"box": [6, 18, 86, 98], "crop": "center", "resize": "bilinear"} | null,
+                                                # how a raw image becomes the input: crop box (left, top,
+                                                # right, bottom) or crop policy ("center" square, "none"),
+                                                # then a bilinear resize to input_size
       "defense": {"name": "calor", ...} | null, # how it was trained (free-form JSON object)
       "hardening": {...} | null,                # model.midefend_hardening, written by harden()
       "extra": {...} | null                     # anything else (data, split, accuracy, ...)
@@ -45,7 +50,9 @@ METADATA_KEY = "midefend"
 
 _REQUIRED = ("format_version", "arch", "arch_kwargs", "num_classes", "input_size", "mean", "std")
 _OPTIONAL_DICTS = ("defense", "hardening", "extra")
-_FIELDS = frozenset(_REQUIRED + _OPTIONAL_DICTS + ("midefend_version",))
+_FIELDS = frozenset(_REQUIRED + _OPTIONAL_DICTS + ("midefend_version", "classes", "preprocess"))
+_CROP_POLICIES = ("center", "none")
+_PREPROCESS_KEYS = frozenset(("box", "crop", "resize"))
 # build_model() takes these itself; in arch_kwargs they would be passed twice.
 _RESERVED_KWARGS = ("num_classes", "pretrained", "weights")
 
@@ -82,6 +89,7 @@ def validate_metadata(meta: Any, *, source: str | None = None) -> dict[str, Any]
     out["arch"] = _check_arch(meta["arch"], error, where)
     out["arch_kwargs"] = _check_arch_kwargs(meta["arch_kwargs"], error, where)
     out["num_classes"] = _check_positive_int("num_classes", meta["num_classes"], error, where)
+    out["classes"] = _check_classes(meta.get("classes"), out["num_classes"], error, where)
     out["input_size"] = _check_input_size(meta["input_size"], error, where)
     channels = out["input_size"][0]
     expected_channels = out["arch_kwargs"].get("in_chans", 3)
@@ -94,6 +102,7 @@ def validate_metadata(meta: Any, *, source: str | None = None) -> dict[str, Any]
     out["std"] = _check_per_channel("std", meta["std"], channels, error, where, positive=True)
     for key in _OPTIONAL_DICTS:
         out[key] = _check_json_object(key, meta.get(key), error, where)
+    out["preprocess"] = _check_preprocess(meta.get("preprocess"), error, where)
     return out
 
 
@@ -105,6 +114,8 @@ def make_metadata(
     mean: Any,
     std: Any,
     arch_kwargs: Any = None,
+    classes: Any = None,
+    preprocess: Any = None,
     defense: Any = None,
     hardening: Any = None,
     extra: Any = None,
@@ -117,6 +128,8 @@ def make_metadata(
             "arch": arch,
             "arch_kwargs": _plain(arch_kwargs),
             "num_classes": num_classes,
+            "classes": _plain(classes),
+            "preprocess": _plain(preprocess),
             "input_size": _plain(input_size),
             "mean": _plain(mean),
             "std": _plain(std),
@@ -175,6 +188,39 @@ def _check_positive_int(field: str, value: Any, error: type[MidefendError], wher
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise error(f"{where}{field} must be a positive integer, got {value!r}")
     return value
+
+
+def _check_classes(classes: Any, num_classes: int, error: type[MidefendError], where: str) -> list[str] | None:
+    if classes is None:
+        return None
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) and c for c in classes):
+        raise error(f"{where}classes must be a list of non-empty strings (the class names, index = label), got {classes!r:.80}")
+    if len(classes) != num_classes:
+        raise error(f"{where}classes names {len(classes)} classes but num_classes is {num_classes}")
+    seen: set[str] = set()
+    repeated = sorted({c for c in classes if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
+    if repeated:
+        raise error(f"{where}classes must be unique, got {', '.join(map(repr, repeated[:3]))} more than once")
+    return [str(c) for c in classes]
+
+
+def _check_preprocess(value: Any, error: type[MidefendError], where: str) -> dict[str, Any] | None:
+    prep = _check_json_object("preprocess", value, error, where)
+    if prep is None:
+        return None
+    unknown = sorted(set(prep) - _PREPROCESS_KEYS)
+    if unknown:
+        raise error(f"{where}preprocess has unknown key(s) {', '.join(unknown)} (known: box, crop, resize)")
+    box = prep.get("box")
+    if box is not None:
+        ok = isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box)
+        if not ok or box[0] >= box[2] or box[1] >= box[3]:
+            raise error(f"{where}preprocess box must be [left, top, right, bottom] with left < right and top < bottom, got {box!r}")
+    if prep.get("crop", "center") not in _CROP_POLICIES:
+        raise error(f"{where}preprocess crop must be one of {', '.join(_CROP_POLICIES)}, got {prep['crop']!r}")
+    if prep.get("resize", "bilinear") != "bilinear":
+        raise error(f"{where}preprocess resize must be 'bilinear' (the only resize midefend applies), got {prep['resize']!r}")
+    return prep
 
 
 def _check_input_size(size: Any, error: type[MidefendError], where: str) -> list[int]:

@@ -95,7 +95,11 @@ class BatchAugment:
             raise ConfigError(f"x must be a (B, C, H, W) batch, got shape {tuple(x.shape)}")
         if self.is_identity:
             return x
-        theta = self.sample_theta(x.shape[0], generator).to(device=x.device, dtype=x.dtype)
+        return self.warp(x, self.sample_theta(x.shape[0], generator))
+
+    def warp(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Warp ``x`` with given ``(B, 2, 3)`` matrices (from :meth:`sample_theta`; data-parallel ranks take slices of one draw)."""
+        theta = theta.to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

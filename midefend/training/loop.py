@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,14 +44,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.datasets import ClassificationData
-from ..io.checkpoints import _check_device as check_device
+from .._validate import check_choice, check_device, check_int, check_positive_real
+from ..defenses.head_regime import regime_record
+from ..defenses.heads import ACTIVATIONS
 from ..errors import ConfigError, DataError
+from ..distributed import detect_world, local_device, process_group
 from .augment import BatchAugment, get_augment
+from .distributed import DataParallelPlan, plan_data_parallel, sync_head_norms, unsync_head_norms
 from .progress import TrainingProgress
 from .resume import load_state, run_fingerprint, save_state
-from .stages import Stage, check_defense, defense_stages
+from .recipes import criterion_attached, get_defense, set_epoch
+from .settings import TrainSettings
+from .stages import Stage
 
 OPTIMIZERS = ("adamw", "sgd")
+#: CALoR head initialisations: SVD warm start, SVD with ``up`` refitted by least squares, fresh.
+HEAD_INITS = ("svd", "svd-lstsq", "random")
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -143,36 +150,14 @@ def train_classifier(
     model: nn.Module,
     train: ClassificationData,
     test: ClassificationData | None = None,
-    *,
-    defense: str = "nodef",
-    epochs: int = 60,
-    lr: float = 1e-3,
-    optimizer: str = "adamw",
-    schedule: str = "cosine",
-    batch_size: int = 32,
-    weight_decay: float | None = None,
-    erase_max: float = 0.4,
-    rank: int | None = None,
-    pretrain_epochs: int = 0,
-    head_lr_mult: float = 1.0,
-    calor_lr: float | None = None,
-    ca_epochs: int = 5,
-    ca_lr: float = 1e-4,
-    ca_params: str = "head",
-    ca_a: float = 1.0,
-    ca_b: float = 8.0,
-    augment: str | BatchAugment | None = "light",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    amp: bool | None = None,
-    channels_last: bool = True,
-    eval_every: int = 5,
-    progress: bool = True,
-    resume: str | os.PathLike[str] | None = None,
+    settings: TrainSettings | None = None,
+    **kwargs: Any,
 ) -> TrainResult:
     """Train ``model`` on ``train`` with a defense recipe; returns a :class:`TrainResult`.
+
+    The settings come as a :class:`~midefend.training.settings.TrainSettings`
+    (``settings``), as keyword arguments (the names below, with these
+    defaults), or both (the keywords override the settings).
 
     Args:
         model: any classifier ``(B, C, H, W) -> (B, num_classes)``; trained in place.
@@ -180,7 +165,10 @@ def train_classifier(
             ``pretrain_epochs``): see :mod:`midefend.training.stages`.
         train, test: in-memory data sets; ``test`` is evaluated every
             ``eval_every`` epochs, at the end of each stage, and at the end.
-        defense: ``"nodef"``, ``"midre"``, ``"calor"`` or ``"midre+calor"``.
+        defense: a registered defense (:func:`~midefend.training.recipes.list_defenses`):
+            ``"nodef"``, ``"midre"``, ``"calor"``, ``"midre+calor"``, ``"nls"``, ``"mid"``,
+            ``"bido"`` or ``"tl"``; its knobs are settings too (``smoothing``, ``beta``,
+            ``hsic_x``/``hsic_y``, ``freeze``; see :class:`~midefend.training.settings.TrainSettings`).
         epochs: epochs of the main stage (``train``; ``head`` for CALoR).
         lr: peak learning rate; ``optimizer`` ``"adamw"`` (weight decay 0.05 by
             default) or ``"sgd"`` (momentum 0.9, Nesterov, weight decay 5e-4).
@@ -190,8 +178,20 @@ def train_classifier(
         rank: CALoR's head rank (default :func:`default_rank` of the class count).
         pretrain_epochs, head_lr_mult, calor_lr, ca_epochs, ca_lr, ca_a, ca_b: CALoR's
             stages and confidence-adaptation loss ``a * p_y**b * log p_y``.
+        head_activation, head_init, linear_range: CALoR's head: its activation (``"tanh"``;
+            ``"identity"``, ``"relu"``, ``"sigmoid"`` for the paper's Table 5) and its start:
+            ``"svd-lstsq"`` (default) warm-starts ``down`` by SVD with pre-activation RMS
+            ``linear_range`` (2: saturating) and refits ``up`` by least squares to the trained
+            logits; ``"svd"`` keeps ``up``'s SVD scaling (with ``linear_range=0.1``: a faithful
+            linear copy of the trained head, not CALoR's mechanism); ``"random"``: a fresh head
+            (see docs/calor.md). The heads' regime on the training images at the warm
+            start and at the end goes to ``result.extra`` (``head_regime_start``, ``head_regime``).
         ca_params: what the CA fine-tune trains: ``"head"`` (the low-rank head; the
             backbone is frozen in eval mode) or ``"all"`` (the authors' whole model).
+        ca_optimizer: ``"default"``: the CA stage uses ``optimizer`` and ``schedule`` at ``ca_lr``
+            (1e-4) on ``ca_params`` (``"head"``); ``"authors"``: the CALoR authors' stage 2, SGD
+            momentum 0.9 without Nesterov or weight decay, ``MultiStepLR`` x0.1 after epochs 3
+            and 4, ``ca_lr`` 2e-5 and ``ca_params`` ``"all"`` unless given (docs/calor.md).
         augment: preset name (``"none"``, ``"flip"``, ``"light"``, ``"strong"``,
             ``"digits"``) or a :class:`BatchAugment`.
         mean, std: input normalisation (default 0.5 per channel, as MIDRE's code).
@@ -205,84 +205,104 @@ def train_classifier(
             exists, training continues after its last epoch with the same result
             as an uninterrupted run (see :mod:`midefend.training.resume`).
 
+    Under ``torchrun`` (more than one process) the loop trains data-parallel with
+    DDP; ``batch_size`` stays the global batch (:mod:`midefend.training.distributed`).
+
     >>> # result = train_classifier(model, train, test, defense="midre", erase_max=0.8)
     """
-    check_defense(defense)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("schedule", schedule, SCHEDULES)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ConfigError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+    s = TrainSettings.build(settings, **kwargs)
+    recipe = get_defense(s.defense)
+    optimizer, schedule, batch_size, eval_every = s.optimizer, s.schedule, s.batch_size, s.eval_every
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("schedule", schedule, SCHEDULES)
+    check_int("batch_size", batch_size, minimum=2)
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
         raise ConfigError(f"eval_every must be an integer >= 0 (0: only at the end of each stage), got {eval_every!r}")
     if len(train) < 2:
         raise DataError(f"training set {train.name!r} has {len(train)} images; need at least 2")
-    stages = defense_stages(
-        defense,
-        epochs=epochs,
-        lr=lr,
-        erase_max=erase_max,
-        pretrain_epochs=pretrain_epochs,
-        head_lr_mult=head_lr_mult,
-        calor_lr=calor_lr,
-        ca_epochs=ca_epochs,
-        ca_lr=ca_lr,
-        ca_params=ca_params,
-    )
+    stages = recipe.stages(s)
+    augment, mean, std, seed, amp, rank = s.augment, s.mean, s.std, s.seed, s.amp, s.rank
+    channels_last, progress, resume = s.channels_last, s.progress, s.resume
     base_augment = get_augment(augment)
     channels = train.channels
     mean = tuple(float(v) for v in (mean if mean is not None else (0.5,) * channels))
     std = tuple(float(v) for v in (std if std is not None else (0.5,) * channels))
-    if len(mean) != channels or len(std) != channels or any(s <= 0 for s in std):
+    if len(mean) != channels or len(std) != channels or any(v <= 0 for v in std):
         raise ConfigError(f"mean and std need {channels} values (std > 0) for {channels}-channel images, got {mean}, {std}")
-    if weight_decay is None:
-        weight_decay = 0.05 if optimizer == "adamw" else 5e-4
-    device = check_device(device)
+    weight_decay = s.weight_decay if s.weight_decay is not None else (0.05 if optimizer == "adamw" else 5e-4)
+    world = detect_world()
+    device = check_device(local_device(s.device, world))  # torchrun: cuda -> cuda:LOCAL_RANK
+    plan = plan_data_parallel(world, batch_size)
     check_seed("seed", seed)
     if amp is None:
         amp = device.type == "cuda"
-    if "calor" in defense and rank is None:
+    if recipe.low_rank_head and rank is None:
         rank = default_rank(train.num_classes)
+        s = s.replace(rank=rank)
     if any(stage.harden_before for stage in stages) and not _head_modules(model):
         from ..defenses.surgery import check_harden_rank
 
         check_harden_rank(model, rank)  # before any pre-training, not after it
-    from ..defenses.losses import ConfidenceAdaptationLoss
-
-    ca_loss = ConfidenceAdaptationLoss(a=ca_a, b=ca_b)
+    check_choice("head_init", s.head_init, HEAD_INITS)
+    check_choice("head_activation", s.head_activation, tuple(ACTIVATIONS))
+    check_positive_real("linear_range", s.linear_range)
+    head = {"activation": s.head_activation, "init": s.head_init, "linear_range": s.linear_range}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        recipe.prepare(model, s, train.num_classes)  # e.g. MID's bottleneck head, seeded like the run
     config = {
-        "defense": defense, "epochs": epochs, "lr": lr, "optimizer": optimizer, "schedule": schedule,
+        "defense": s.defense, "knobs": {k: getattr(s, k) for k in recipe.knobs}, "epochs": s.epochs, "lr": s.lr,
+        "optimizer": optimizer, "schedule": schedule,
         "batch_size": batch_size, "weight_decay": weight_decay, "augment": _augment_name(augment),
-        "seed": seed, "amp": bool(amp), "stages": [dataclasses.asdict(s) for s in stages],
+        "seed": seed, "amp": bool(amp), "stages": [dataclasses.asdict(st) for st in stages],
+        **({"head": head} if recipe.low_rank_head else {}),
+        "world_size": world.size if world is not None else 1,
     }  # fmt: skip
-    defense_record = _defense_record(defense, erase_max=erase_max, rank=rank, ca_a=ca_a, ca_b=ca_b, stages=stages)
+    defense_record = recipe.record(s, stages, model)
 
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
     hardening = None
+    extra: dict[str, Any] = {}  # the heads' regime at the warm start and at the end (CALoR)
     model.to(device)
     images, labels = train.images.to(device), train.labels.to(device)
     fingerprint = run_fingerprint(config, train, model) if resume is not None else ""
-    with _forked_rng(device, seed), TrainingProgress(enabled=progress) as bar:
+    main = world is None or world.is_main
+    with process_group(device), _forked_rng(device, seed), TrainingProgress(enabled=progress and main) as bar, \
+            contextlib.ExitStack() as stage_scope:  # fmt: skip
         data_gen = torch.Generator().manual_seed(seed)
-        erase_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        erase_gen = torch.Generator(device=device).manual_seed(plan.erase_seed(seed) if plan else seed + 1)
+        if plan is not None:
+            torch.manual_seed(plan.rng_seed(seed))  # dropout: a stream per rank
         saved = load_state(resume, fingerprint) if resume is not None else None
         if saved is not None:
             history = list(saved["history"])
             data_gen.set_state(saved["data_gen"])
             erase_gen.set_state(saved["erase_gen"].to(erase_gen.get_state().device))
+            if plan is not None:
+                plan.restore_streams(saved, erase_gen)
         for stage_index, stage in enumerate(stages):
             if saved is not None and stage_index < saved["stage"]:
                 continue  # finished before the interruption; its weights come with the saved state
             if saved is not None and saved["hardened"] and not _head_modules(model):
-                hardening = _harden_once(model, rank, None)  # the structure only; weights are loaded below
+                hardening = _harden_once(model, rank, None, head)  # the structure only; weights are loaded below
             elif stage.harden_before:
                 calibration = normalize(images[torch.randperm(len(train), generator=data_gen)[:512]], mean, std)
-                hardening = _harden_once(model, rank, calibration)
+                hardening = _harden_once(model, rank, calibration, head)
+                extra["head_regime_start"] = regime_record(model, calibration)
             model.to(device)
+            if plan is not None:
+                sync_head_norms(model, device)  # before the optimiser takes the parameters
             if channels_last:
                 model.to(memory_format=torch.channels_last)
-            optim = _make_optimizer(optimizer, _param_groups(model, stage), stage.lr, weight_decay)
-            sched = _make_schedule(schedule, optim, stage.epochs, _steps_per_epoch(len(train), batch_size))
+            stage_scope.close()  # the previous stage's frozen layers and loss hooks end here
+            stage_scope.enter_context(recipe.stage_scope(model, stage, s))
+            loss_fn = recipe.criterion(stage, s, train.num_classes)
+            stage_scope.enter_context(criterion_attached(loss_fn, model))
+            optim, sched = _stage_optimizer(
+                stage, optimizer, schedule, _param_groups(model, stage), weight_decay, len(train), batch_size,
+                steps=plan.steps_per_epoch(len(train)) if plan else None,
+            )  # fmt: skip
             scaler = torch.amp.GradScaler(device.type, enabled=bool(amp) and _amp_dtype(device) == torch.float16)
             first_epoch = 1
             if saved is not None and stage_index == saved["stage"]:
@@ -294,15 +314,18 @@ def train_classifier(
             saved = None
             step = _Step(
                 model=model, optim=optim, sched=sched, scaler=scaler,
-                loss_fn=ca_loss if stage.loss == "ca" else nn.CrossEntropyLoss(),
+                loss_fn=loss_fn,
                 augment=get_augment(stage.augment) if stage.augment else base_augment,
                 erase=stage.erase, mean=mean, std=std, channels_last=channels_last,
                 amp=bool(amp), device=device, data_gen=data_gen, erase_gen=erase_gen,
-                train_only=_head_modules(model) if stage.head_only else None,
+                train_only=_head_modules(model) if stage.head_only else None, plan=plan,
             )  # fmt: skip
             with _only_heads_trainable(model, stage.head_only):  # head-only CA: no backbone gradients at all
+                if plan is not None:
+                    step.model = plan.wrap(model, device)  # inside: DDP syncs only what requires grad
                 bar.start_stage(stage.name, stage.epochs, done=first_epoch - 1)
                 for stage_epoch in range(first_epoch, stage.epochs + 1):
+                    set_epoch(loss_fn, stage_epoch - 1, stage.epochs)
                     tick = time.perf_counter()
                     row = {"stage": stage.name, "epoch": len(history) + 1}
                     row |= step.epoch(images, labels, batch_size, where=f"stage {stage.name!r} epoch {stage_epoch}")
@@ -311,13 +334,17 @@ def train_classifier(
                     row["seconds"] = time.perf_counter() - tick
                     history.append(row)
                     bar.update(row)
-                    if resume is not None:
+                    streams = plan.rank_streams(erase_gen) if plan is not None and resume is not None else None
+                    if resume is not None and main:
                         save_state(
                             resume, fingerprint=fingerprint, stage=stage_index, epoch=stage_epoch,
                             hardened=bool(_head_modules(model)), history=history,
                             model=model.state_dict(), optimizer=optim.state_dict(), scheduler=sched.state_dict(),
                             scaler=scaler.state_dict(), data_gen=data_gen.get_state(), erase_gen=erase_gen.get_state(),
+                            **({"rank_streams": streams} if streams is not None else {}),
                         )  # fmt: skip
+        stage_scope.close()
+        unsync_head_norms(model)  # the returned model is the single-process one
         model.to(memory_format=torch.contiguous_format)
         model.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
         model.eval()
@@ -327,6 +354,8 @@ def train_classifier(
             where = f"stage {stages[-1].name!r} epoch {stages[-1].epochs}"
             raise ConfigError(f"training diverged in {where} (the trained model's outputs are not finite); lower lr")
         test_accuracy = evaluate(model, test, mean=mean, std=std, device=device)["accuracy"] if test is not None else None
+        if _head_modules(model):
+            extra["head_regime"] = regime_record(model, normalize(images, mean, std), warn=f"{s.defense} training")
     return TrainResult(
         model=model,
         history=history,
@@ -339,6 +368,7 @@ def train_classifier(
         std=std,
         seconds=time.perf_counter() - started,
         hardening=hardening,
+        extra=extra,
     )
 
 
@@ -361,6 +391,7 @@ class _Step:
     data_gen: torch.Generator
     erase_gen: torch.Generator
     train_only: list[nn.Module] | None = None  # head-only stages: the rest stays in eval mode
+    plan: DataParallelPlan | None = None  # torchrun: this rank's slice of each global batch
 
     def epoch(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, where: str) -> dict[str, float]:
         """One pass over shuffled batches; returns mean ``loss``, ``train_accuracy``, ``confidence`` and final ``lr``."""
@@ -368,8 +399,13 @@ class _Step:
         for module in self.train_only or ():
             module.train()
         totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, p_y sum, count
-        for index in _batches(len(labels), batch_size, self.data_gen):
-            x = self.augment(images[index], generator=self.data_gen)
+        batches = self.plan.global_batches(len(labels), self.data_gen) if self.plan else _batches(len(labels), batch_size, self.data_gen)
+        for index in batches:
+            if self.plan is not None:
+                x = self.plan.augment(self.augment, images, index, self.data_gen)
+                index = self.plan.local(index)
+            else:
+                x = self.augment(images[index], generator=self.data_gen)
             if self.erase is not None:
                 x = _erase(x, self.erase, self.erase_gen)
             x = normalize(x, self.mean, self.std)
@@ -380,7 +416,7 @@ class _Step:
                 logits = self.model(x)
             logits = logits.float()
             loss = self.loss_fn(logits, y)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss if self.plan is None else self.plan.all_sum(loss.detach())):  # all ranks stop together
                 lr = self.optim.param_groups[0]["lr"]
                 raise ConfigError(f"training diverged in {where} (loss {loss.item()}); lower lr (now {lr:g})")
             self.optim.zero_grad(set_to_none=True)
@@ -393,6 +429,8 @@ class _Step:
                 correct = (logits.argmax(1) == y).sum()
                 batch = torch.stack([loss.detach() * len(y), correct.double(), p_y.sum().double(), torch.tensor(len(y))])
                 totals += batch.double().cpu()
+        if self.plan is not None:
+            totals = self.plan.all_sum(totals.to(self.device)).cpu()
         count = totals[3].item()
         return {
             "loss": totals[0].item() / count,
@@ -418,27 +456,8 @@ def default_rank(num_classes: int) -> int:
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-
-
 def _augment_name(augment: str | BatchAugment | None) -> Any:
     return augment.__dict__ if isinstance(augment, BatchAugment) else augment
-
-
-def _defense_record(defense: str, *, erase_max: float, rank: int | None, ca_a: float, ca_b: float, stages) -> dict:
-    record: dict[str, Any] = {"name": defense}
-    if defense.startswith("midre"):
-        record["erase_scale"] = [0.1, float(erase_max)]
-        record["erase_ratio"] = [1.0, 1.0]
-    if "calor" in defense:
-        record["rank"] = rank
-        record["ca_a"], record["ca_b"] = float(ca_a), float(ca_b)
-        record["ca_epochs"] = sum(s.epochs for s in stages if s.loss == "ca")
-        if record["ca_epochs"]:
-            record["ca_params"] = "head" if any(s.head_only for s in stages) else "all"
-    return record
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -511,7 +530,7 @@ def _head_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, LowRankTanhHead)]
 
 
-def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor | None) -> Any:
+def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor | None, head: dict[str, Any]) -> Any:
     """``harden(model, rank)`` unless the model already carries a low-rank head.
 
     The SVD warm start sees the head's inputs on ``calibration`` (normalised
@@ -519,7 +538,10 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
     statistics and its tanh in the linear regime: the hardened model starts
     close to the trained one instead of from scratch. ``calibration=None``
     builds the structure only (resuming: the weights are loaded next), with
-    the global RNG left as it was so the resumed run stays exact.
+    the global RNG left as it was so the resumed run stays exact. ``head``:
+    ``activation``, ``linear_range`` (the warm start's pre-activation RMS) and
+    ``init`` (``"svd"``; ``"svd-lstsq"``: ``up`` refitted by least squares; ``"random"``:
+    a fresh head, the CALoR authors' way).
     """
     if _head_modules(model):
         return getattr(model, "midefend_hardening", None)
@@ -527,10 +549,15 @@ def _harden_once(model: nn.Module, rank: int | None, calibration: torch.Tensor |
 
     if calibration is None:
         with torch.random.fork_rng(devices=[]):
-            return harden(model, rank=rank, init="random")
+            return harden(model, rank=rank, activation=head["activation"], init="random")
+    if head["init"] == "random":
+        return harden(model, rank=rank, activation=head["activation"], init="random")
     was_training = model.training
     model.eval()  # calibrate on inference-mode features (BatchNorm running statistics)
-    report = harden(model, rank=rank, init="svd", calibration=calibration)
+    report = harden(
+        model, rank=rank, activation=head["activation"], init="svd", calibration=calibration,
+        linear_range=head["linear_range"], refit_up=head["init"] == "svd-lstsq",
+    )  # fmt: skip
     model.train(was_training)
     return report
 
@@ -546,6 +573,21 @@ def _param_groups(model: nn.Module, stage: Stage) -> list[dict[str, Any]]:
     base = [p for p in params if id(p) not in head_ids]
     head = [p for p in params if id(p) in head_ids]
     return [{"params": base, "lr": stage.lr}, {"params": head, "lr": stage.lr * stage.head_lr_mult}]
+
+
+def _stage_optimizer(
+    stage: Stage, optimizer: str, schedule: str, groups: list[dict[str, Any]], weight_decay: float, n: int, batch_size: int,
+    steps: int | None = None,
+) -> tuple[torch.optim.Optimizer, Any]:
+    """The stage's fresh optimiser and its per-step schedule (the run's, or the stage's own ``"authors-sgd"``);
+    ``steps`` per epoch (default: those of ``n`` images in batches of ``batch_size``; data-parallel: full global batches)."""
+    steps = steps if steps is not None else _steps_per_epoch(n, batch_size)
+    if stage.optimizer == "authors-sgd":
+        # The CALoR authors' stage 2: plain SGD with momentum, MultiStepLR over epochs (stepped per batch here).
+        optim = torch.optim.SGD(groups, lr=stage.lr, momentum=0.9, nesterov=False, weight_decay=0.0)
+        return optim, torch.optim.lr_scheduler.MultiStepLR(optim, [m * steps for m in stage.milestones], gamma=0.1)
+    optim = _make_optimizer(optimizer, groups, stage.lr, weight_decay)
+    return optim, _make_schedule(schedule, optim, stage.epochs, steps)
 
 
 def _make_optimizer(kind: str, groups: list[dict[str, Any]], lr: float, weight_decay: float) -> torch.optim.Optimizer:

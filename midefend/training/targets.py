@@ -20,8 +20,11 @@ CALoR recipes need a trained backbone (see :mod:`midefend.training.stages`):
 ``init=`` a NoDef checkpoint of the same architecture (fast: the benchmarks
 reuse their NoDef model), or, without it, the backbone is first trained for
 ``epochs`` with cross-entropy (plus erasing for ``midre+calor``); then the
-SVD-warm-started low-rank head and the backbone are fine-tuned for
-``calor_epochs`` (10) with cross-entropy at ``calor_lr`` (1e-4), and the CA
+low-rank head is warm-started in tanh's saturating regime (SVD ``down`` with
+pre-activation RMS 2, ``up`` refitted by least squares to the trained logits:
+``head_init="svd-lstsq"``, ``linear_range=2``) and, with the backbone,
+fine-tuned for ``calor_epochs`` (10) with cross-entropy at ``calor_lr``
+(1e-3; docs/calor.md has the measurements behind this recipe), and the CA
 fine-tune runs ``ca_epochs`` (5, the CALoR authors' stage-2 length) at
 ``ca_lr`` (1e-4) on the low-rank head only (``ca_params="head"``; the
 authors fine-tune everything, ``"all"``). On ORL, fine-tuning everything
@@ -44,10 +47,13 @@ from typing import Any
 import torch
 
 from ..architectures import build_model, fresh_kwargs
+from ..distributed import is_main_process
 from ..data.datasets import ClassificationData
 from ..data.resolve import load_dataset
 from ..errors import ConfigError
 from .loop import check_device, check_seed, TrainResult, train_classifier
+from .recipes import get_defense
+from .settings import TrainSettings
 
 #: The target architecture midefend trains by default (fast on CPUs at 32-64 px).
 DEFAULT_TARGET_ARCH = "midefend/resnet_small"
@@ -74,106 +80,91 @@ def train_target(
     data: str | os.PathLike[str] | tuple[ClassificationData, ClassificationData],
     *,
     arch: str = DEFAULT_TARGET_ARCH,
-    defense: str = "nodef",
-    rank: int | None = None,
-    erase_max: float = 0.4,
+    settings: TrainSettings | None = None,
     epochs: int | None = None,
     calor_epochs: int = 10,
-    calor_lr: float = 1e-4,
-    ca_epochs: int = 5,
-    ca_lr: float = 1e-4,
-    ca_params: str = "head",
+    calor_lr: float = 1e-3,
     lr: float | None = None,
     batch_size: int | None = None,
     augment: str | None = None,
     size: int | None = None,
     channels: int | None = None,
     split_seed: int = 0,
-    seed: int = 0,
     init: str | os.PathLike[str] | None = None,
     arch_options: dict[str, Any] | None = None,
-    device: str = "cpu",
     out: str | os.PathLike[str] | None = None,
-    progress: bool = True,
     **train_kwargs: Any,
 ) -> TrainResult:
-    """Train a model on ``data`` with ``defense`` and optionally save it to ``out``.
+    """Train a model on ``data`` with a defense and optionally save it to ``out``.
 
     Args:
         data: ``"orl"`` (from ``$MIDEFEND_ORL_DIR``), ``"digits"``, a folder
             (see :func:`midefend.data.load_dataset`), or a ``(train, test)`` pair.
         arch: a :func:`~midefend.architectures.build_model` name; built with
             ``in_chans`` = the data's channels.
-        defense: ``"nodef"``, ``"midre"``, ``"calor"`` or ``"midre+calor"``.
-        rank, erase_max: CALoR's head rank (default from the class count) and
-            MIDRE's ``a_h`` (0.4 or 0.8).
-        epochs, lr, batch_size, augment: default per data set (table above).
-        calor_epochs, calor_lr, ca_epochs, ca_lr, ca_params: CALoR's head stage
-            (cross-entropy fine-tune after the surgery) and CA fine-tune (of the
-            head only, or ``"all"`` parameters).
+        settings: a :class:`~midefend.training.settings.TrainSettings`; the keyword
+            arguments in ``train_kwargs`` override it. Its ``defense`` is any registered
+            defense (:func:`~midefend.training.recipes.list_defenses`) and its knobs
+            (``rank``, ``erase_max``, ``smoothing``, ``beta``, ``hsic_x``, ``hsic_y``,
+            ``freeze``, ...) set the defense's strength.
+        epochs, lr, batch_size, augment: default per data set (table above) unless
+            given here or in ``settings``.
+        calor_epochs, calor_lr: the fine-tune stage of the recipes that start from a
+            trained model (CALoR's head stage after the surgery, TL's fine-tune of the
+            unfrozen layers); ``ca_lr``, ``ca_epochs``, ``ca_params`` and ``ca_optimizer``
+            (settings): CALoR's CA fine-tune (of the head only, or ``"all"`` parameters;
+            ``ca_optimizer="authors"``: the authors' SGD stage, see
+            :func:`~midefend.training.train_classifier`).
         size, channels: image size and channels (default per data set: 64 grey
             for ORL, 32 grey for digits, 64 RGB for folders).
         split_seed: picks the train/test split; keep it fixed so targets and
             the evaluation model share the private training split.
-        seed: model initialisation and training randomness.
-        init: a checkpoint to start from (e.g. the NoDef model for CALoR).
+        init: a checkpoint to start from (e.g. the NoDef model for CALoR and TL).
         arch_options: extra builder arguments, recorded in the checkpoint
             (e.g. ``{"freeze": 0.5}`` for ``facenet``).
         out: write a ``.safetensors`` checkpoint here (atomically).
-        train_kwargs: passed on to :func:`~midefend.training.train_classifier`.
+        train_kwargs: :class:`~midefend.training.settings.TrainSettings` fields
+            (``defense``, ``seed``, ``device``, ``progress``, ...).
 
     Returns:
         the :class:`~midefend.training.TrainResult`; ``result.extra["checkpoint"]``
         is the written path when ``out`` is given.
     """
-    check_seed("seed", seed)
+    s = TrainSettings.build(settings, **train_kwargs)
+    recipe = get_defense(s.defense)
+    check_seed("seed", s.seed)
     check_seed("split_seed", split_seed)
-    check_device(device)
+    check_device(s.device)
     if isinstance(data, tuple):
         train, test = data
         spec = train.name
     else:
         spec = str(data)
         train, test = load_dataset(data, size=size, channels=channels, seed=split_seed)
-    recipe = recipe_for(spec)
-    epochs = recipe["epochs"] if epochs is None else epochs
-    lr = recipe["lr"] if lr is None else lr
-    batch_size = recipe["batch_size"] if batch_size is None else batch_size
-    augment = recipe["augment"] if augment is None else augment
+    per_data = recipe_for(spec) if settings is None else {k: getattr(s, k) for k in ("epochs", "lr", "batch_size", "augment")}
+    epochs = per_data["epochs"] if epochs is None else epochs
+    lr = per_data["lr"] if lr is None else lr
+    batch_size = per_data["batch_size"] if batch_size is None else batch_size
+    augment = per_data["augment"] if augment is None else augment
     arch_kwargs = {"in_chans": train.channels, **(arch_options or {})}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(s.seed)
         model, start = _initial_model(init, arch, arch_kwargs, train)
-    if start is not None:  # keep the normalisation the initial model was trained with
-        train_kwargs.setdefault("mean", start["mean"])
-        train_kwargs.setdefault("std", start["std"])
-    calor = "calor" in defense
-    result = train_classifier(
-        model,
-        train,
-        test,
-        defense=defense,
-        epochs=calor_epochs if calor else epochs,
-        pretrain_epochs=epochs if calor and start is None else 0,
-        calor_lr=calor_lr,
-        ca_epochs=ca_epochs,
-        ca_lr=ca_lr,
-        ca_params=ca_params,
-        lr=lr,
-        batch_size=batch_size,
-        augment=augment,
-        rank=rank,
-        erase_max=erase_max,
-        seed=seed,
-        device=device,
-        progress=progress,
-        **train_kwargs,
-    )
+    if start is not None and s.mean is None and s.std is None:  # keep the normalisation the initial model was trained with
+        s = s.replace(mean=start["mean"], std=start["std"])
+    fine_tune = recipe.fine_tunes  # CALoR and TL: the main stage fine-tunes a trained model
+    s = s.replace(
+        epochs=calor_epochs if fine_tune else epochs,
+        pretrain_epochs=epochs if fine_tune and start is None else 0,
+        calor_lr=calor_lr, lr=lr, batch_size=batch_size, augment=augment,
+    )  # fmt: skip
+    result = train_classifier(model, train, test, s)
     result.extra["data"] = describe_data(spec, train, test)
     if start is not None:
         result.extra["init"] = start
-    if out is not None:
-        result.extra["checkpoint"] = str(save_result(result, out, arch=arch, arch_kwargs=arch_kwargs, train=train))
+    saved_arch, saved_kwargs = recipe.architecture(arch, arch_kwargs, s)  # MID: the bottleneck head's wrapper
+    if out is not None and is_main_process():  # torchrun: rank 0 writes the one checkpoint
+        result.extra["checkpoint"] = str(save_result(result, out, arch=saved_arch, arch_kwargs=saved_kwargs, train=train))
     return result
 
 
@@ -239,6 +230,7 @@ def save_result(
         arch=arch,
         arch_kwargs=arch_kwargs,
         num_classes=train.num_classes,
+        classes=train.classes,
         input_size=(train.channels, train.size, train.size),
         mean=result.mean,
         std=result.std,
@@ -251,7 +243,8 @@ def _initial_model(
     init: str | os.PathLike[str] | None, arch: str, arch_kwargs: dict[str, Any], train: ClassificationData
 ) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     """A fresh model, or the one in checkpoint ``init`` (checked against ``arch`` and the data)."""
-    if init is None:  # a fresh model starts from pre-trained weights where its architecture has them
+    if init is None:
+        # a fresh model starts from pre-trained weights where its architecture has them
         return build_model(arch, num_classes=train.num_classes, **arch_kwargs, **fresh_kwargs(arch)), None
     from ..io.checkpoints import load_checkpoint
 

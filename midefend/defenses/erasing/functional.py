@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..._validate import check_choice
 from ...errors import ConfigError
 from . import _triton
 from .params import EraseBoxes, ErasingConfig, FillSpec, check_boxes, check_generator, check_index, check_input, fill_spec, sample_boxes
@@ -37,8 +38,7 @@ LARGE_BOX_ELEMENTS = 8192
 def pick_backend(device: torch.device, fill: FillSpec, channels: int, backend: str, *, torch_only: bool = False) -> str:
     """``"triton"`` or ``"torch"``. ``auto`` takes Triton for CUDA tensors when it is installed and
     the fill fits the kernel's :data:`~._triton.MAX_FILL_CHANNELS` per-channel scalars."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     if torch_only or backend == "torch":
         return "torch"
     per_channel = (fill.values,) if fill.values is not None else (fill.random_low, fill.random_high)

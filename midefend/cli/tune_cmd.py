@@ -1,0 +1,71 @@
+"""``midefend tune``: choose a defense's strength within an accuracy budget, on held-out training images.
+
+    midefend tune --data orl --defense calor --param rank --values 4,8,12,16 --max-acc-drop 5 --out tune-calor
+    midefend tune --data orl --defense midre --param erase-max --values 0.4,0.6,0.8 --epochs 30 --out tune-midre
+
+Trains NoDef and the defense at each value on part of the TRAINING split,
+scores each on the held-out rest (accuracy, and MI-Face attack accuracy judged
+by an evaluation model trained on the fit part), and chooses the strongest
+protection within ``--max-acc-drop`` points of NoDef. Writes ``OUT/tune.json``
+and ``OUT/tradeoff.png``. Exit code 1 when no value is within the budget (the
+record is still written). See :mod:`midefend.evaluation.tune`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..training.recipes import get_defense, list_defenses
+from ._common import app, console, handle_errors
+
+
+@app.command("tune")
+@handle_errors
+def tune_command(
+    data: Annotated[str, typer.Option("--data", help="'orl', 'digits', or a folder; only its training split is used.")],
+    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(list_defenses())}.")],
+    param: Annotated[str, typer.Option("--param", help="The knob: rank, erase-max, beta, smoothing, hsic-x, hsic-y, freeze, ...")],
+    values: Annotated[str, typer.Option("--values", help="Comma-separated values to try, e.g. 4,8,12,16.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for tune.json and tradeoff.png (created).", file_okay=False)],
+    max_acc_drop: Annotated[float, typer.Option("--max-acc-drop", help="Accuracy budget in points below NoDef.")] = 5.0,
+    holdout: Annotated[float, typer.Option("--holdout", help="Fraction of each class's training images held out.")] = 0.3,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default per data set).")] = None,
+    attack_steps: Annotated[int, typer.Option("--attack-steps", help="MI-Face steps of the scoring attack.")] = 100,
+    eval_epochs: Annotated[int, typer.Option("--eval-epochs", help="Epochs of the judging evaluation model.")] = 30,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split, training and attack.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, ...")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+) -> None:
+    """Choose the strongest setting of one defense knob within an accuracy budget."""
+    from ..data.resolve import load_dataset
+    from ..evaluation.tune import MIFaceScorer, param_name, parse_values, tune
+    from ..training.settings import TrainSettings
+    from ..training.targets import recipe_for
+
+    get_defense(defense)
+    param_name(param)
+    tried = parse_values(values)
+    train, _test = load_dataset(data, seed=0)  # the test part is never passed on
+    per_data = recipe_for(data)
+    settings = TrainSettings(
+        epochs=per_data["epochs"] if epochs is None else epochs, lr=per_data["lr"], batch_size=per_data["batch_size"],
+        augment=per_data["augment"], seed=seed, device=device, calor_lr=1e-4 if get_defense(defense).fine_tunes else None,
+    )  # fmt: skip
+    result = tune(
+        train, defense=defense, param=param, values=tried, max_acc_drop=max_acc_drop, settings=settings, holdout=holdout,
+        seed=seed, scorer=MIFaceScorer(steps=attack_steps, eval_epochs=eval_epochs, seed=seed), out_dir=out,
+        log=(lambda message: None) if quiet else (lambda message: console.print(message, highlight=False)),
+    )  # fmt: skip
+    if result.chosen is None:
+        console.print(f"no value of {param} keeps {defense} within {max_acc_drop:g} points of NoDef; record in {out}", highlight=False)
+        raise typer.Exit(code=1)
+    console.print(
+        f"chosen {param}={result.chosen.value}: held-out accuracy {result.chosen.accuracy:.1%} "
+        f"(NoDef {result.nodef.accuracy:.1%}), attack accuracy {result.chosen.attack_accuracy:.1%} "
+        f"(NoDef {result.nodef.attack_accuracy:.1%}) -> {out}",
+        highlight=False,
+        soft_wrap=True,
+    )
