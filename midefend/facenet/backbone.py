@@ -9,12 +9,13 @@ FaceNet's CASIA-WebFace weights (:func:`~midefend.facenet.loader.facenet_state_d
 - **Input.** Each image is prewhitened inside the network (per-image mean 0,
   std 1, as FaceNet was trained), so the data set's normalisation does not
   matter. At least 75 px (three stride-2 reductions must leave a 1×1 map);
-  160 px is the pre-training size, 96-112 px costs 2.8-2-fold less.
+  160 px is the pre-training size; 96 px measured 0.63x its cost per step (benchmarks/RESULTS.md).
 - **Grey input** (``in_chans=1``): the first convolution's kernel is summed
   over RGB, which equals feeding the grey image as three equal channels.
 - **freeze**: the leading fraction of the trunk's 29 stages
   (:meth:`~midefend.facenet.model.InceptionResnetV1.stages`) gets
-  ``requires_grad=False``; ``0.5`` fine-tunes Mixed-6a onward.
+  ``requires_grad=False`` (``round(fraction * 29)`` stages; ``0.5``: the stem,
+  the Block35s, Mixed-6a and two Block17s stay as pre-trained).
 - ``pretrained`` is used only when a model is built for training; a checkpoint
   rebuilds the architecture with ``pretrained=False`` and loads its own weights,
   so reading a fine-tuned checkpoint needs neither the package nor the cache.
