@@ -195,6 +195,9 @@ def render(results: dict[str, Any]) -> str:
             "| target | Acc (%) | AttAcc@1 eval (%) | AttAcc@1 FaceNet (%) | AttAcc@5 eval (%) | AttAcc@5 FaceNet (%) | agreement (%) | δ_face | target acc on recon (%) | wall (s) | load avg |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
+        missing = [t for t in TARGETS if t not in judge]
+        if missing:
+            lines[-3:-3] = ["", f"Not run (no checkpoint when this ran): {', '.join(missing)}."]
         for name, r in judge.items():
             lines.append(
                 f"| {name} | {_pct(r['accuracy'])} | {_pct(r['eval_top1'])} | {_pct(r['facenet_top1'])} | {_pct(r['eval_top5'])} | {_pct(r['facenet_top5'])} "
