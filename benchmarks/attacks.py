@@ -118,7 +118,7 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     for s in summaries:
         for label, block in s["targets"].items():
             if differ:
-                label += " (" + ", ".join(f"{k.replace('_by_benchmark', '').replace('_', ' ')} {s.get(k) or '–'}" for k in differ) + ")"
+                label += " (" + "; ".join(f"{k.replace('_by_benchmark', '').replace('_', ' ')} {_text(s.get(k))}" for k in differ) + ")"
             blocks[label] = block
     merged["targets"] = {label: blocks[label] for base in TARGETS for label in blocks if label.split(" (")[0] == base.split(" (")[0] and label.startswith(base)}
     merged["command"] = "\n".join(s["command"] for s in summaries)
@@ -126,6 +126,12 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     if differ:
         merged.update({k: "per target (see the labels)" for k in differ})
     return merged
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
+    return str(value) if value else "–"
 
 
 def adaptive_effects(block: dict[str, Any]) -> list[str]:
@@ -162,7 +168,7 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         "the adaptive variant follows the defense the checkpoint records. ± is the std over classes (one run per attack).",
         "",
         *([f"**Note:** {summary['note']}", ""] if summary.get("note") else []),
-        *([f"Left out of this run (`--skip`): {', '.join(summary['skipped_by_benchmark'])}.", ""] if summary.get("skipped_by_benchmark") else []),
+        *([f"Left out of this run (`--skip`): {_text(summary['skipped_by_benchmark'])}.", ""] if isinstance(summary.get("skipped_by_benchmark"), list) and summary["skipped_by_benchmark"] else []),
         "| target | Acc | attack | adaptive | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

@@ -146,14 +146,14 @@ def run(name: str, settings: dict[str, Any], work, out: Path, resume: bool) -> d
 def fmt_row(name: str, what: str, r: dict[str, Any]) -> str:
     reg = r.get("regime") or {}
     start = r.get("regime_start") or {}
-    att = f"{r['attack_acc_top1']:.1%} | {r['target_acc_top1']:.1%}" if "attack_acc_top1" in r else "– | –"
+    att = f"{r['attack_acc_top1']:.1%} ({r.get('strongest', 'ppa')}) | {r['target_acc_top1']:.1%}" if "attack_acc_top1" in r else "– | –"
     regime = f"{reg['pre_rms']:.2f} | {reg['saturated']:.0%} | {reg['mean_slope']:.2f}" if reg else "– | – | –"
     start_text = f"{start['mean_slope']:.2f}" if start else "–"
     return f"| {name} | {what} | {r['test_accuracy']:.1%} | {r['train_p_y']:.3f} | {start_text} | {regime} | {r['input_grad']:.3f} | {att} |"
 
 
 HEADER = (
-    "| run | recipe | test acc | train p_y | slope at start | pre-act RMS | saturated | mean slope | input grad | PPA acc@1 | target acc on recon |\n"
+    "| run | recipe | test acc | train p_y | slope at start | pre-act RMS | saturated | mean slope | input grad | attack acc@1 (strongest) | target acc on recon |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 

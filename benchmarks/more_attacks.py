@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from midefend.errors import MidefendError
+
 START, END = "<!-- more-attacks:start -->", "<!-- more-attacks:end -->"
 
 #: The attack preset of each budget: "default" — each attack's defaults; "fast" — each attack's "fast" preset.
@@ -74,7 +76,7 @@ def evaluate(result: Any, target_path: Path, evaluator_path: Path) -> dict[str, 
     return {"acc1": metrics["attack_acc_top1"], "acc5": metrics["attack_acc_top5"], "knn": metrics["knn_distance"]}
 
 
-def markdown(records: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
+def markdown(records: list[dict[str, Any]], args: argparse.Namespace, missing: list[str] | None = None) -> list[str]:
     lines = [
         START,
         "## More attacks: PLG-MI, NES (black-box), BREP-MI (label-only) beside PPA (`benchmarks/more_attacks.py`)",
@@ -105,6 +107,8 @@ def markdown(records: list[dict[str, Any]], args: argparse.Namespace) -> list[st
             f"| {r['target']} | {r['attack']} | {r['threat_model']} | {r['classes']} | {acc[0]} | {acc[1]} | "
             f"{target_acc} | {queries} | {minutes:.1f}{extra} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
         )
+    if missing:
+        lines += ["", f"Not run (no checkpoint in `{args.targets_dir}` when this ran, or it failed): {'; '.join(missing)}."]
     return lines + ["", END]
 
 
@@ -144,11 +148,13 @@ def main() -> int:
     classes = None if args.classes == "all" else parse_classes(args.classes, 40)
     records_dir = args.out_dir / "records"
     records_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+    records: list[dict[str, Any]] = []
+    missing: list[str] = []
     for target in args.targets.split(","):
         path = args.targets_dir / f"{target}.safetensors"
         if not path.is_file():
             print(f"skipping {target}: {path} does not exist", file=sys.stderr)
+            missing.append(target)
             continue
         for attack in args.attacks.split(","):
             preset = BUDGETS[args.budget]
@@ -156,14 +162,20 @@ def main() -> int:
             record = json.loads(record_path.read_text()) if args.resume and record_path.is_file() else None
             if record is None or (record.get("acc1") is None and evaluator.is_file()):
                 print(f"{target} / {attack} ...", flush=True)
-                result, fresh = attack_once(path, attack, preset, args.out_dir / f"{target}-{attack}-{args.budget}-{args.classes}", args.threads, classes)
+                try:
+                    result, fresh = attack_once(path, attack, preset, args.out_dir / f"{target}-{attack}-{args.budget}-{args.classes}", args.threads, classes)
+                except MidefendError as exc:  # e.g. a checkpoint this version cannot read: say so in the table, go on
+                    print(f"{target} / {attack}: {exc}", file=sys.stderr)
+                    missing.append(f"{target} / {attack} ({exc})")
+                    continue
                 record = record or fresh  # a reloaded run keeps the time of the run that computed it
                 if evaluator.is_file():
                     record.update(evaluate(result, path, evaluator))
                 atomic_write_text(record_path, json.dumps(record, indent=1))
                 print(json.dumps(record), flush=True)
             records.append(record)
-            write_section(args.results_md, markdown(records, args))
+            write_section(args.results_md, markdown(records, args, missing))
+    write_section(args.results_md, markdown(records, args, missing))
     return 0
 
 

@@ -180,7 +180,7 @@ def _load_builtin() -> None:
     from .nets import BUILTIN_ARCHITECTURES
 
     for name, fn in {**BUILTIN_ARCHITECTURES, **FACENET}.items():
-        _REGISTRY.setdefault(name if "/" in name else f"midefend/{name}", fn)
+        _REGISTRY.setdefault(_full_name(name), fn)
 
 
 __all__ = [

@@ -135,7 +135,8 @@ class TestInspect:
         )
 
     def test_debug_shows_the_exception(self, tmp_path):
-        result = invoke("--debug", "inspect", tmp_path / "no.safetensors")
+        (tmp_path / "empty.safetensors").write_bytes(b"")  # exists (a missing path is a usage error, exit 2)
+        result = invoke("--debug", "inspect", tmp_path / "empty.safetensors")
         assert result.exit_code == 1
         assert isinstance(result.exception, CheckpointError)
 

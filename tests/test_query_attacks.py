@@ -147,7 +147,7 @@ class TestNES:
         # the same (tied) pool latents; an image can then be right for one class at most.
         assert all(torch.equal(result.images[0], result.images[c]) for c in range(3))
         images, labels = result.flat()
-        assert attack_accuracy(tiny.target.predict(images), labels).mean <= 1 / 3
+        assert attack_accuracy(tiny.target.predict(images), labels).mean <= 1 / 3 + 1e-6
 
     def test_query_budget_is_respected_exactly(self, tiny):
         result = run_attack("nes", tiny.target, tiny.prior, classes=[1, 3], **{**NES_KW, "query_budget": 250})
@@ -228,7 +228,7 @@ class TestBREP:
         [
             ({"init_pool": 10}, r"brep draws its own starting latents: leave init_pool at 0"),
             ({"growth": 0.5}, r"growth must be a number >= 1, got 0.5"),
-            ({"query_budget": 10}, r"query_budget \(10\) must cover init_queries \(512\)"),
+            ({"query_budget": 10}, r"query_budget \(10\) must cover init_queries \(256\)"),
         ],
     )
     def test_bad_options(self, options, message):

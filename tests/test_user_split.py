@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from attack_fixtures import tiny_world, write_digit_folder  # noqa: F401  (session fixture)
 from midefend.architectures import list_architectures, register_architecture
 from midefend.cli import app
-from midefend.errors import CheckpointError, ConfigError, DataError
+from midefend.errors import ConfigError, DataError
 from midefend.evaluation.classifier import Classifier
 from midefend.evaluation.evaluate import natural_accuracy
 from midefend.evaluation.private_data import load_private_data, preparation

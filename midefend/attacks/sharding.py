@@ -179,7 +179,7 @@ def merge_shards(root: str | Path, expected: dict[str, Any], *, attack: str, chu
         if state.get("precision_used") != first_state.get("precision_used"):
             raise AttackError(f"cannot merge: shards {first_shard} and {shard} ran at different precisions ({_difference(first_state, state)})")
     found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for shard, path, state in folders:
+    for _shard, path, state in folders:
         store = _ResultStore(path, state)
         for c in state["classes"]:
             if c not in found:

@@ -23,7 +23,6 @@ KNN distance and FID compare against exactly the images the target trained on.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
