@@ -36,6 +36,8 @@ _SOURCES = ("timm", "torchvision", "transformers", "midefend")
 #: Namespaces of libraries midefend builds itself; user architectures take any other.
 _RESERVED = ("timm", "torchvision", "transformers")
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+#: Builders that accept ``pretrained=True`` (see :func:`fresh_kwargs`).
+PRETRAINED = frozenset({"midefend/facenet"})
 #: Environment variable naming modules that register architectures (comma-separated).
 ARCH_MODULES_ENV = "MIDEFEND_ARCH_MODULES"
 ENTRY_POINT_GROUP = "midefend.architectures"
@@ -120,13 +122,23 @@ def list_architectures() -> list[str]:
 
 
 def split_arch(arch: str) -> tuple[str, str]:
-    """``"timm/resnet18"`` -> ``("timm", "resnet18")``; a bare name means timm; any other namespace is a registry name."""
+    """``"timm/resnet18"`` -> ``("timm", "resnet18")``; a bare name is midefend's when it has one (``"facenet"``), else timm's; any other namespace is a registry name."""
     if not isinstance(arch, str) or not arch:
         raise ConfigError(f"arch must be a non-empty string like 'timm/resnet18', got {arch!r}")
     source, sep, name = arch.partition("/")
     if not sep:
-        return "timm", arch
+        _load_builtin()
+        return ("midefend", arch) if f"midefend/{arch}" in _REGISTRY else ("timm", arch)
     return source, name
+
+
+def fresh_kwargs(arch: str) -> dict[str, Any]:
+    """Extra builder arguments for a model about to be trained: ``{"pretrained": True}`` where weights exist.
+
+    Builders in :data:`PRETRAINED` take ``pretrained=True`` to start from weights on disk;
+    training passes it for a fresh model, a checkpoint never does (it brings its own weights).
+    """
+    return {"pretrained": True} if "/".join(split_arch(arch)) in PRETRAINED else {}
 
 
 def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any) -> nn.Module:
@@ -152,6 +164,7 @@ def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any
 
         return build_transformers_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     _load_builtin()
+    arch = f"{source}/{name}"  # a bare midefend name ("facenet") in full
     if arch not in _REGISTRY:
         _load_plugins()
     if arch not in _REGISTRY:
@@ -163,16 +176,19 @@ def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any
 
 def _load_builtin() -> None:
     # midefend's own small networks, registered on first use (nets imports nothing from here)
+    from .facenet.backbone import BUILTIN_ARCHITECTURES as FACENET
     from .nets import BUILTIN_ARCHITECTURES
 
-    for name, fn in BUILTIN_ARCHITECTURES.items():
+    for name, fn in {**BUILTIN_ARCHITECTURES, **FACENET}.items():
         _REGISTRY.setdefault(_full_name(name), fn)
 
 
 __all__ = [
     "ARCH_MODULES_ENV",
     "ENTRY_POINT_GROUP",
+    "PRETRAINED",
     "build_model",
+    "fresh_kwargs",
     "import_architecture_modules",
     "list_architectures",
     "register_architecture",

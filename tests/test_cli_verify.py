@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -80,7 +81,7 @@ class TestCompare:
     def test_checkpoint_without_eval_model(self, tiny_world, tmp_path):
         result = _run("compare", tiny_world.paths["target"], tiny_world.paths["eval"], "--out", tmp_path)
         assert result.exit_code == 1
-        assert "error: --eval-model is needed to attack checkpoint" in result.output
+        assert "error: no evaluation model: pass --eval-model EVAL.safetensors (an independent model trained on the private data), or --eval-model facenet for face data" in result.output
 
 
 class TestErrors:
@@ -148,3 +149,40 @@ class TestParseClasses:
     def test_bad(self, spec):
         with pytest.raises(ConfigError, match=r"classes must be 'all', a range like '0-9' or a list like '1,4,7', got"):
             parse_classes(spec, 5)
+
+
+class _PooledEmbedder(torch.nn.Module):
+    """A cheap stand-in for FaceNet: 4x4 average pooling of the grey image, unit length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def embed(self, images):
+        grey = images.mean(dim=1, keepdim=True)
+        return torch.nn.functional.normalize(torch.nn.functional.adaptive_avg_pool2d(grey, 4).flatten(1), dim=1)
+
+
+class TestFaceNetJudge:
+    def test_both_judges_and_their_agreement(self, tiny_world, tmp_path, monkeypatch):
+        import midefend.facenet
+
+        monkeypatch.setattr(midefend.facenet, "load_facenet", lambda device="cpu": _PooledEmbedder())
+        out = tmp_path / "both"
+        result = _run(*_verify_args(tiny_world, out, "--eval-model", "facenet"))
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        face, metrics = report["metrics"]["facenet"], report["metrics"]
+        assert report["eval_model"]["name"] == "eval" and report["facenet"]["name"] == "facenet"
+        assert 0.0 <= face["attack_acc_top1"] <= face["attack_acc_top5"] <= 1.0 and face["delta_face"] >= 0.0
+        # agreement counts reconstructions (10 here) with equal verdicts; with hit rates a and b it lies in [|a + b - 1|, 1 - |a - b|]
+        a, b, agree = metrics["attack_acc_top1"], face["attack_acc_top1"], face["agreement"]
+        assert abs(agree * 10 - round(agree * 10)) < 1e-9
+        assert abs(a + b - 1) - 1e-9 <= agree <= 1 - abs(a - b) + 1e-9
+        text = (out / "report.md").read_text()
+        assert "| attack accuracy @1, FaceNet nearest identity (%) |" in text and "| eval model and FaceNet agree" in text
+        assert "FaceNet on target: AttAcc@1" in result.output
+
+    def test_bad_eval_model_value_is_a_usage_error(self, tiny_world, tmp_path):
+        result = _run("verify", tiny_world.paths["target"], "--eval-model", "facenett")
+        assert result.exit_code == 2 and "'facenett' is neither 'facenet' nor an existing checkpoint file" in result.output

@@ -4,6 +4,7 @@
     midefend train --data orl --defense calor --rank 16 --init nodef.safetensors --out calor.safetensors
     midefend train --data orl --defense nls --smoothing -0.05 --out nls.safetensors
     midefend train --data digits --arch midefend/vgg_small --augment digits --out eval.safetensors
+    midefend train --data orl --arch facenet --size 96 --backbone-freeze 0.5 --out facenet-nodef.safetensors
 
 The checkpoint's metadata records the data (spec, classes, split), the
 defense, the training settings and the test accuracy; ``midefend inspect``
@@ -70,6 +71,9 @@ def train(
     init: Annotated[
         Optional[Path], typer.Option("--init", help="Start from this checkpoint (e.g. NoDef for CALoR).", dir_okay=False)
     ] = None,
+    backbone_freeze: Annotated[
+        Optional[float], typer.Option("--backbone-freeze", help="--arch facenet: fraction of the pre-trained trunk kept frozen (0-1).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation and training.")] = 0,
     split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the train/test split.")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
@@ -86,8 +90,14 @@ def train(
         raise ConfigError(f"--out must end in .safetensors, got {str(out)!r}")
     if not out.parent.exists():
         raise ConfigError(f"--out folder {str(out.parent)!r} does not exist")
+    arch_options = None
+    if backbone_freeze is not None:
+        if arch not in ("facenet", "midefend/facenet"):
+            raise ConfigError(f"--backbone-freeze applies to --arch facenet (a pre-trained backbone), got --arch {arch}")
+        arch_options = {"freeze": backbone_freeze}
     result = train_target(
         data,
+        arch_options=arch_options,
         arch=arch,
         defense=defense,
         rank=rank,

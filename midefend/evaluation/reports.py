@@ -134,6 +134,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| FID (eval features) | {_num(m['fid'], 1) if m.get('fid') is not None or 'fid' not in (m.get('not_computed') or {}) else 'not computed: ' + m['not_computed']['fid']} |",
         f"| target's own accuracy on reconstructions (%) | {_pct(m.get('target_acc_top1'))} |",
         f"| target's mean confidence on reconstructions | {_num(m.get('target_confidence_mean'), 3)} |",
+        *_facenet_rows(m.get("facenet")),
         "",
         "A low attack accuracy together with a low *target* accuracy on the reconstructions means the",
         "optimisation failed, not that the identity is hidden: compare models by their strongest attack.",
@@ -154,6 +155,20 @@ def render_markdown(report: dict[str, Any]) -> str:
         if row.get("grid"):
             lines += [f"- {row['name']}: ![{row['name']}]({row['grid']})"]
     return "\n".join(lines) + ("\n" if rows else "")
+
+
+def _facenet_rows(face: dict[str, Any] | None) -> list[str]:
+    # FaceNet's verdict (midefend.evaluation.identity), when it judged the attack.
+    if not face:
+        return []
+    rows = [
+        f"| attack accuracy @1, FaceNet nearest identity (%) | {_pct(face['attack_acc_top1'], face['attack_acc_top1_std'])} |",
+        f"| attack accuracy @5, FaceNet nearest identity (%) | {_pct(face['attack_acc_top5'], face['attack_acc_top5_std'])} |",
+        f"| δ_face (FaceNet l2 distance to the nearest private image) | {_num(face['delta_face'], 3)} |",
+    ]
+    if face.get("agreement") is not None:
+        rows.append(f"| eval model and FaceNet agree (same top-1 hit/miss, %) | {_pct(face['agreement'])} |")
+    return rows
 
 
 def save_grid(path: str | Path, private: torch.Tensor, reconstructions: torch.Tensor, *, padding: int = 2) -> Path:
@@ -245,6 +260,7 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
                 "defense": report.get("target", {}).get("defense"),
                 **{key: m.get(key) for key in ("accuracy", "attack_acc_top1", "attack_acc_top1_std", "attack_acc_top5", "attack_acc_top5_std", "knn_distance", "fid", "target_acc_top1")},
                 "delta": delta,
+                **{f"facenet_{key}": (m.get("facenet") or {}).get(key) for key in ("attack_acc_top1", "attack_acc_top5", "delta_face", "agreement")},
                 "no_accuracy_lost": no_loss,
                 "strongest_attack": report.get("strongest_attack") or report.get("attack", {}).get("attack"),
                 "std_over": m.get("std_over", "classes"),

@@ -34,7 +34,7 @@ from .._version import __version__
 from ..errors import ConfigError
 from .class_order import evaluator_in_target_order
 from .classifier import Classifier
-from .evaluate import evaluate_attack
+from .evaluators import build_evaluators, judge
 from .feasibility import check_classes_present, planned_notes
 from .private_data import load_private_data, recorded_data
 from .reports import write_report
@@ -99,7 +99,7 @@ def attack_dir(out_dir: Path, label: str, *, run: int, portfolio: bool, repeats:
 def prepare_verify(
     checkpoint: Any,
     *,
-    eval_model: Any,
+    eval_model: Any = None,
     data: str | Path | None = None,
     prior: Any = "face-gan",
     attack: str | None = None,
@@ -132,12 +132,13 @@ def prepare_verify(
 
         checkpoint = in_memory_checkpoint(checkpoint, device=device, **{"input_size": None, "mean": None, "std": None, **(contract or {})})
     target_ckpt = _load(checkpoint, device)
-    eval_ckpt = _load(eval_model, device)
-    if eval_ckpt.num_classes != target_ckpt.num_classes:
-        raise ConfigError(f"the evaluation model has {eval_ckpt.num_classes} classes but the target has {target_ckpt.num_classes}")
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
     train, test = load_private_data(target_ckpt, data, split_seed=split_seed, train_data=train_data, test_data=test_data)
-    evaluator, eval_order = evaluator_in_target_order(eval_ckpt, train.classes, train.classes)
+    judges = build_evaluators(eval_model, target_ckpt=target_ckpt, train=train, device=device, load=_load)  # a checkpoint and/or FaceNet
+    eval_ckpt, evaluator, eval_order = judges.trained_ckpt, judges.face, None
+    if eval_ckpt is not None:
+        evaluator, eval_order = evaluator_in_target_order(eval_ckpt, train.classes, train.classes)
+        judges.trained = evaluator
     parsed_classes = parse_classes(classes, target_ckpt.num_classes)
     check_classes_present(train, parsed_classes, target_ckpt.num_classes)
     names = [attack] if attack is not None else [n for n in list_attacks() if get_attack(n).threat_model in allowed]
@@ -149,7 +150,7 @@ def prepare_verify(
         prior=the_prior, adaptive=adaptive, attack=attack, fast=fast, options=attack_options,
     )
     return SimpleNamespace(
-        target_ckpt=target_ckpt, eval_ckpt=eval_ckpt, target_name=target_name,
+        target_ckpt=target_ckpt, eval_ckpt=eval_ckpt, judges=judges, target_name=target_name,
         target=Classifier.from_checkpoint(target_ckpt, name=target_name), evaluator=evaluator, eval_class_order=eval_order,
         train=train, test=test, classes=parsed_classes, prior=the_prior,
         not_computed=planned_notes(train, parsed_classes, target_ckpt.num_classes, int((attack_options or {}).get("per_class", 4))),
@@ -160,7 +161,7 @@ def prepare_verify(
 def verify(
     checkpoint: Any,
     *,
-    eval_model: Any,
+    eval_model: Any = None,
     data: str | Path | None = None,
     prior: Any = "face-gan",
     attack: str | None = None,
@@ -189,6 +190,8 @@ def verify(
     """Attack ``checkpoint`` with a portfolio of attacks; write ``report.json``, ``report.md`` and grids to ``out_dir``.
 
     Args:
+        eval_model: the independent judge: a checkpoint, ``"facenet"``, or a list of both;
+            default FaceNet on face data (see :mod:`~midefend.evaluation.evaluators`).
         checkpoint, eval_model: paths of midefend checkpoints (or loaded ``Checkpoint`` objects);
             ``checkpoint`` may also be a model object (``nn.Module``, transformers models
             included) with its input contract ``input_size``, ``mean``, ``std`` and
@@ -260,7 +263,7 @@ def verify(
                 continue
             result = part.result
             results.append(result)
-            metrics.append(evaluate_attack(result, evaluator, run.train, target=target, test=run.test))
+            metrics.append(judge(result, run.judges, run.train, target=target, test=run.test))
         if not results:
             continue
         queries = [res.config.get("queries") for res in results]
@@ -293,7 +296,10 @@ def verify(
     report = {
         "midefend_version": __version__,
         "target": _describe(run.target_ckpt, run.target_name),
-        "eval_model": _describe(run.eval_ckpt, Path(run.eval_ckpt.path).stem if getattr(run.eval_ckpt, "path", None) else "eval"),
+        "eval_model": _describe(run.eval_ckpt, Path(run.eval_ckpt.path).stem if getattr(run.eval_ckpt, "path", None) else "eval")
+        if run.eval_ckpt is not None
+        else run.judges.describe_face(),
+        "facenet": run.judges.describe_face() if run.judges.face is not None else None,
         "prior": run.prior.config() if run.prior is not None else None,
         "data": {
             "spec": str(data) if data is not None else recorded_data(run.target_ckpt).get("spec"), "n_train": len(run.train), "n_test": len(run.test),

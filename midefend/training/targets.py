@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from ..architectures import build_model
+from ..architectures import build_model, fresh_kwargs
 from ..distributed import is_main_process
 from ..data.datasets import ClassificationData
 from ..data.resolve import load_dataset
@@ -91,6 +91,7 @@ def train_target(
     channels: int | None = None,
     split_seed: int = 0,
     init: str | os.PathLike[str] | None = None,
+    arch_options: dict[str, Any] | None = None,
     out: str | os.PathLike[str] | None = None,
     **train_kwargs: Any,
 ) -> TrainResult:
@@ -119,6 +120,8 @@ def train_target(
         split_seed: picks the train/test split; keep it fixed so targets and
             the evaluation model share the private training split.
         init: a checkpoint to start from (e.g. the NoDef model for CALoR and TL).
+        arch_options: extra builder arguments, recorded in the checkpoint
+            (e.g. ``{"freeze": 0.5}`` for ``facenet``).
         out: write a ``.safetensors`` checkpoint here (atomically).
         train_kwargs: :class:`~midefend.training.settings.TrainSettings` fields
             (``defense``, ``seed``, ``device``, ``progress``, ...).
@@ -143,7 +146,7 @@ def train_target(
     lr = per_data["lr"] if lr is None else lr
     batch_size = per_data["batch_size"] if batch_size is None else batch_size
     augment = per_data["augment"] if augment is None else augment
-    arch_kwargs = {"in_chans": train.channels}
+    arch_kwargs = {"in_chans": train.channels, **(arch_options or {})}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
         model, start = _initial_model(init, arch, arch_kwargs, train)
@@ -241,7 +244,8 @@ def _initial_model(
 ) -> tuple[torch.nn.Module, dict[str, Any] | None]:
     """A fresh model, or the one in checkpoint ``init`` (checked against ``arch`` and the data)."""
     if init is None:
-        return build_model(arch, num_classes=train.num_classes, **arch_kwargs), None
+        # a fresh model starts from pre-trained weights where its architecture has them
+        return build_model(arch, num_classes=train.num_classes, **arch_kwargs, **fresh_kwargs(arch)), None
     from ..io.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(init)
