@@ -79,7 +79,7 @@ class TestCompare:
         assert "error: compare needs a NoDef model and at least one defended model, got 1 path(s)" in result.output
 
     def test_checkpoint_without_eval_model(self, tiny_world, tmp_path):
-        result = _run("compare", tiny_world.paths["target"], tiny_world.paths["eval"], "--out", tmp_path)
+        result = _run("compare", tiny_world.paths["target"], tiny_world.paths["eval"], "--data", tiny_world.folder, "--out", tmp_path)
         assert result.exit_code == 1
         assert "error: no evaluation model: pass --eval-model EVAL.safetensors (an independent model trained on the private data), or --eval-model facenet for face data" in result.output
 
