@@ -177,8 +177,8 @@ class TestFaceNetJudge:
         assert 0.0 <= face["attack_acc_top1"] <= face["attack_acc_top5"] <= 1.0 and face["delta_face"] >= 0.0
         # agreement counts reconstructions (10 here) with equal verdicts; with hit rates a and b it lies in [|a + b - 1|, 1 - |a - b|]
         a, b, agree = metrics["attack_acc_top1"], face["attack_acc_top1"], face["agreement"]
-        assert abs(agree * 10 - round(agree * 10)) < 1e-9
-        assert abs(a + b - 1) - 1e-9 <= agree <= 1 - abs(a - b) + 1e-9
+        assert abs(agree * 10 - round(agree * 10)) < 1e-5  # a float32 fraction
+        assert abs(a + b - 1) - 1e-6 <= agree <= 1 - abs(a - b) + 1e-6
         text = (out / "report.md").read_text()
         assert "| attack accuracy @1, FaceNet nearest identity (%) |" in text and "| eval model and FaceNet agree" in text
         assert "FaceNet on target: AttAcc@1" in result.output
