@@ -94,6 +94,8 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 def check_device(device: Any) -> torch.device:
     """A ``torch.device`` that exists here: checked before anything is read or built."""
     try:
+        if isinstance(device, str) and not device.strip():
+            raise ValueError("empty")  # torch raises a bare RuntimeError for ''
         device = torch.device(device)
     except (RuntimeError, TypeError, ValueError, OverflowError):  # an int index beyond int64 is a ValueError
         raise ConfigError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None

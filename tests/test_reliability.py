@@ -244,7 +244,7 @@ class TestCheckpointFiles:
         forbid_decoding(monkeypatch)
         huge = with_metadata(ws["target"], tmp_path / "huge.safetensors", lambda meta: meta.update(input_size=[1, 100000, 100000]))
         result = invoke("verify", huge, "--eval-model", ws["eval"], "--attack", "miface", "--out", tmp_path / "run", "-q")
-        assert_cli_error(result, "size must be an integer in \\[4, 4096\\], got 100000")
+        assert_cli_error(result, "size must be an integer in \\[4, 4096\\] or a \\(height, width\\) pair of them, got 100000")
         assert not (tmp_path / "run").exists()
 
 
@@ -388,7 +388,7 @@ class TestData:
     def test_class_count_does_not_match_the_model(self, ws, tmp_path):
         data = make_image_folder(tmp_path / "three", classes=3)
         result = invoke(*verify_args(ws, tmp_path / "run", "--data", data))
-        assert_cli_error(result, f"data {q(data)} has 3 classes but the target model has 4")
+        assert_cli_error(result, "the data has 3 classes but the target model has 4 \\(and records no class names to match them by\\)")
         assert not (tmp_path / "run").exists()
 
     def test_init_checkpoint_for_other_classes(self, ws, tmp_path):
@@ -648,7 +648,7 @@ class TestCompare:
 
     def test_checkpoints_without_evaluation_model(self, ws, tmp_path):
         result = invoke("compare", ws["target"], ws["target"], "--out", tmp_path / "cmp", "-q")
-        assert_cli_error(result, f"--eval-model is needed to attack checkpoint {q(ws['target'])}")
+        assert_cli_error(result, "no evaluation model: pass --eval-model EVAL.safetensors \\(an independent model trained on the private data\\), or --eval-model facenet for face data")
         assert files_under(tmp_path) == {}
 
 
@@ -677,10 +677,10 @@ TRAIN_OPTIONS = [
     (["--lr", "-1"], "lr must be a positive finite number, got -1.0"),
     (["--lr", "nan"], "lr must be a positive finite number, got nan"),
     (["--augment", "mixup"], "augment must be one of none, flip, light, strong, digits or a BatchAugment, got 'mixup'"),
-    (["--defense", "dp-sgd"], "defense must be one of nodef, midre, calor, midre\\+calor, got 'dp-sgd'"),
+    (["--defense", "dp-sgd"], "unknown defense 'dp-sgd'; known defenses: bido, calor, mid, midre, midre\\+calor, nls, nodef, tl"),
     (["--arch", "timm/not_a_net"], "unknown timm architecture 'not_a_net'"),
     (["--arch", "torchvision/resnet18"], "torchvision models take 3 input channels, got in_chans=1"),
-    (["--size", "2"], "size must be an integer in \\[4, 4096\\], got 2"),
+    (["--size", "2"], "size must be an integer in \\[4, 4096\\] or a \\(height, width\\) pair of them, got 2"),
     (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
     (["--device", "cuda:7"], "device 'cuda:7' is not available \\(no CUDA device found\\)"),
     (["--epochs", "3", "--lr", "1e30"], "training diverged in stage 'train' epoch \\d+ \\(loss nan\\); lower lr \\(now .+\\)"),
@@ -705,7 +705,7 @@ class TestTrainOptions:
         """--size 100000 would need 10 GB per image: refused before any image is decoded (not an OOM kill)."""
         forbid_decoding(monkeypatch)
         result = invoke(*train_args(ws["data"], tmp_path / "m.safetensors", "--size", "100000"))
-        assert_cli_error(result, "size must be an integer in \\[4, 4096\\], got 100000")
+        assert_cli_error(result, "size must be an integer in \\[4, 4096\\] or a \\(height, width\\) pair of them, got 100000")
         assert files_under(tmp_path) == {}
 
 
@@ -864,8 +864,8 @@ class TestOutputs:
 USAGE = [
     (["train", "--out", "m.safetensors"], "Missing option '--data'. \\(see 'midefend train --help'\\)"),
     (["train", "--data", "digits"], "Missing option '--out'. \\(see 'midefend train --help'\\)"),
-    (["harden", "a.safetensors", "b.safetensors"], "Missing option '--rank'. \\(see 'midefend harden --help'\\)"),
-    (["harden", "a.safetensors"], "Missing argument 'OUT'. \\(see 'midefend harden --help'\\)"),
+    (["harden", "EXISTING", "b.safetensors"], "Missing option '--rank'. \\(see 'midefend harden --help'\\)"),
+    (["harden", "EXISTING"], "Missing argument 'OUT'. \\(see 'midefend harden --help'\\)"),
     (["harden", "a.safetensors", "b.safetensors", "--rank", "two"], "Invalid value for '--rank': Input should be a valid integer, unable to parse string as an integer \\(see 'midefend harden --help'\\)"),
     (["verify"], "Missing argument 'checkpoint'. \\(see 'midefend verify --help'\\)"),
     (["train", "--data", "digits", "--out", "m.safetensors", "--epochs", "1.5"], "Invalid value for '--epochs': Input should be a valid integer, unable to parse string as an integer \\(see 'midefend train --help'\\)"),
@@ -877,6 +877,7 @@ class TestUsage:
     @pytest.mark.parametrize(("args", "message"), USAGE, ids=[" ".join(a) for a, _ in USAGE])
     def test_usage_error(self, tmp_path, monkeypatch, args, message):
         monkeypatch.chdir(tmp_path)
+        args = [__file__ if a == "EXISTING" else a for a in args]  # an input that exists, outside tmp_path
         assert_cli_error(invoke(*args), message, code=2)
         assert files_under(tmp_path) == {}
 

@@ -232,7 +232,9 @@ def verify(
     if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
         raise ConfigError(f"repeats must be a positive integer, got {repeats!r}")
     start = time.perf_counter()
-    device = str(local_device(device, detect_world()))  # under torchrun: one GPU per rank
+    from .._validate import check_device
+
+    device = str(local_device(check_device(device), detect_world()))  # under torchrun: one GPU per rank
     run = prepare_verify(
         checkpoint, eval_model=eval_model, data=data, prior=prior, attack=attack, threat_model=threat_model, adaptive=adaptive,
         fast=fast, classes=classes, device=device, split_seed=split_seed, attack_options=attack_options,
