@@ -245,7 +245,8 @@ def verify(
     if log is not None:
         for metric, reason in run.not_computed.items():
             log(f"note: {metric.upper()} will not be computed ({reason})")
-    evaluator, target = run.evaluator.to(device), run.target.to(device)
+    run.evaluator.to(device)  # in place: the judges hold this module
+    target = run.target.to(device)
     base_seed = int((attack_options or {}).get("seed", 0))
     rows: list[dict[str, Any]] = []
     grids: dict[str, torch.Tensor] = {}

@@ -153,7 +153,7 @@ def parse_tensor(buf: memoryview) -> np.ndarray:
 
 def _attr_value(buf: memoryview) -> Any:
     """The populated member of an ``AttrValue`` oneof (list, bytes, int, float, bool, type, shape, tensor)."""
-    for number, wire, value in fields(buf):
+    for number, _wire, value in fields(buf):
         if number == 1:  # ListValue: s = 2, i = 3, f = 4
             out: list[Any] = []
             for n, w, v in fields(value):
