@@ -77,7 +77,12 @@ def interrupt(ws: dict[str, Path], out: Path, sig: signal.Signals) -> subprocess
     """Start ``midefend verify`` in a subprocess; send ``sig`` once the first class result exists."""
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # same kernels as this process
     command = [sys.executable, "-m", "midefend", *map(str, verify_args(ws, out))]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A child inherits an ignored SIGINT (some library in this test process may have set SIG_IGN);
+    # start it as a foreground command starts, with the default Ctrl-C behaviour.
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     try:
         while not class_files(out) if (out / "attack").is_dir() else True:
