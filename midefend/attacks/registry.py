@@ -11,9 +11,9 @@ True
 
 from __future__ import annotations
 
-import fnmatch
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from .._names import filter_names
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -42,14 +42,7 @@ def register_attack(name: str) -> Callable[[A], A]:
 def list_attacks(include: str | list[str] | None = None, exclude: str | list[str] | None = None) -> list[str]:
     """Sorted names of the registered attacks, optionally filtered by ``fnmatch`` patterns."""
     _load_builtin()
-    names = sorted(_ATTACKS)
-    if include is not None:
-        patterns = [include] if isinstance(include, str) else list(include)
-        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
-    if exclude is not None:
-        patterns = [exclude] if isinstance(exclude, str) else list(exclude)
-        names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns)]
-    return names
+    return filter_names(_ATTACKS, include, exclude)
 
 
 def get_attack(name: str) -> type[Attack]:

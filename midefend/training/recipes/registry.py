@@ -12,9 +12,9 @@ shell-style patterns, and an unknown name is refused with the known ones.
 
 from __future__ import annotations
 
-import fnmatch
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from ..._names import filter_names
 from ...errors import ConfigError
 
 if TYPE_CHECKING:
@@ -43,14 +43,7 @@ def register_defense(name: str) -> Callable[[R], R]:
 def list_defenses(include: str | list[str] | None = None, exclude: str | list[str] | None = None) -> list[str]:
     """Sorted names of the registered defenses, optionally filtered by ``fnmatch`` patterns."""
     _load_builtin()
-    names = sorted(_DEFENSES)
-    if include is not None:
-        patterns = [include] if isinstance(include, str) else list(include)
-        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in patterns)]
-    if exclude is not None:
-        patterns = [exclude] if isinstance(exclude, str) else list(exclude)
-        names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in patterns)]
-    return names
+    return filter_names(_DEFENSES, include, exclude)
 
 
 def get_defense(name: str) -> DefenseRecipe:
