@@ -195,16 +195,10 @@ def markdown(results: list[dict], header: str) -> str:
 
 def replace_section(path: Path, section: str) -> None:
     """Put ``section`` between the markers of ``path`` (appended when they are absent), atomically."""
-    text = path.read_text() if path.is_file() else ""
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared section writer beside this script
+    from markdown_section import replace_section as write_between_markers
+
+    write_between_markers(path, START, END, section.split("\n"))
 
 
 def write_json(path: Path, payload: dict) -> None:
