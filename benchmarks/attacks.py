@@ -75,15 +75,17 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
         "options": options,
         "fast": args.fast,
         "eval_model": args.eval_name,
+        "facenet": args.facenet,
         "skipped_by_benchmark": skipped,
         "adaptive": args.adaptive,
         "note": args.note,
         "targets": {},
     }
+    judges = [models_dir / f"{args.eval_name}.safetensors", *(["facenet"] if args.facenet else [])]
     for label, stem in wanted.items():
         start = time.perf_counter()
         report = verify(
-            models_dir / f"{stem}.safetensors", eval_model=models_dir / f"{args.eval_name}.safetensors", prior="face-gan",
+            models_dir / f"{stem}.safetensors", eval_model=judges, prior="face-gan",
             classes=args.classes, out_dir=args.out_dir / stem, resume=args.resume, attack_options=options, fast=args.fast,
             adaptive=args.adaptive, log=lambda line, s=stem: print(f"{s}: {line}", flush=True),
         )
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
             "rows": [
                 {k: row[k] for k in ("name", "adaptive", "threat_model", "seconds", "queries")}
                 | {k: row["metrics"].get(k) for k in ("attack_acc_top1", "attack_acc_top1_std", "attack_acc_top5", "target_acc_top1", "knn_distance")}
+                | _facenet_columns(row["metrics"].get("facenet"))
                 for row in report["attacks"]
             ],
             "skipped": report["skipped_attacks"],
@@ -106,6 +109,13 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
         summary["load_end"] = _load()
         publish(summary)
     return summary
+
+
+def _facenet_columns(judged: dict[str, Any] | None) -> dict[str, Any]:
+    """FaceNet's verdict on one attack's reconstructions (the second, independent judge), or nothing."""
+    if not judged:
+        return {}
+    return {"facenet_top1": judged["attack_acc_top1"], "facenet_top5": judged["attack_acc_top5"], "delta_face": judged["delta_face"], "agreement": judged["agreement"]}
 
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -151,6 +161,14 @@ def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
+def _num(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _count(v: int | None) -> str:
+    return "–" if not v else f"{v:,}"
+
+
 def markdown(summary: dict[str, Any]) -> list[str]:
     lines = [
         START,
@@ -169,16 +187,21 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         "",
         *([f"**Note:** {summary['note']}", ""] if summary.get("note") else []),
         *([f"Left out of this run (`--skip`): {_text(summary['skipped_by_benchmark'])}.", ""] if isinstance(summary.get("skipped_by_benchmark"), list) and summary["skipped_by_benchmark"] else []),
-        "| target | Acc | attack | adaptive | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *(["FaceNet columns: the same reconstructions judged by FaceNet (nearest private identity of all classes, the "
+           "training images as gallery), δ_face (mean FaceNet distance to the class's nearest private image) and the share of "
+           "reconstructions on which the two judges agree (both hit or both miss).", ""] if summary.get("facenet") else []),
+        "| target | Acc | attack | threat model | adaptive | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | FaceNet @1 / @5 | δ_face | agreement | queries | time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, block in summary["targets"].items():
         for i, row in enumerate(block["rows"]):
             strongest = " **(strongest)**" if row["name"] == block["strongest_attack"] else ""
             lines.append(
-                f"| {label if i == 0 else ''} | {_pct(block['accuracy']) if i == 0 else ''} | {row['name']}{strongest} | "
+                f"| {label if i == 0 else ''} | {_pct(block['accuracy']) if i == 0 else ''} | {row['name']}{strongest} | {row.get('threat_model') or '–'} | "
                 f"{'yes' if row['adaptive'] else 'no'} | {_pct(row['attack_acc_top1'])} ± {_pct(row['attack_acc_top1_std'])} | "
-                f"{_pct(row['attack_acc_top5'])} | {_pct(row['target_acc_top1'])} | {row['knn_distance']:.1f} | {row['seconds']:.0f} |"
+                f"{_pct(row['attack_acc_top5'])} | {_pct(row['target_acc_top1'])} | {row['knn_distance']:.1f} | "
+                f"{_pct(row.get('facenet_top1'))} / {_pct(row.get('facenet_top5'))} | {_num(row.get('delta_face'))} | {_pct(row.get('agreement'))} | "
+                f"{_count(row.get('queries'))} | {row['seconds']:.0f} |"
             )
     lines += ["", "Do the adaptive attacks move the defended numbers?", ""]
     for label, block in summary["targets"].items():
@@ -201,6 +224,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--per-class", type=int, default=None)
     parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--no-facenet", dest="facenet", action="store_false", help="judge by the evaluation model only (default: FaceNet too)")
     parser.add_argument("--skip", default="", help="comma-separated registered attacks to leave out of this run (said in the section)")
     parser.add_argument("--adaptive", choices=("auto", "on", "off"), default="auto", help="verify's --adaptive (default auto: from the defense record)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
