@@ -103,6 +103,24 @@ class TestPlan:
         with pytest.raises(ConfigError, match=r"adaptive must be one of auto, on, off, got 'yes'"):
             plan_portfolio(adaptive="yes")
 
+    def test_an_option_reaches_only_the_attacks_that_know_it(self, tiny_world, monkeypatch):
+        from midefend.attacks import registry
+        from midefend.attacks.nes import NESAttack
+
+        monkeypatch.setitem(registry._ATTACKS, "nes", NESAttack)  # the fixture's registry, not the module-level one
+        planned, _ = plan_portfolio(prior=tiny_world.prior, options={"per_class": 1, "query_budget": 100})
+        budgets = {p.label: p.build().options.get("query_budget", "absent") for p in planned}
+        assert budgets == {"gmi": "absent", "miface": "absent", "nes": 100, "ppa": "absent"}
+
+    def test_an_option_no_planned_attack_knows_is_refused(self, tiny_world, tmp_path):
+        # --attack ppa --query-budget 100 would otherwise run PPA and drop the budget without a word
+        with pytest.raises(ConfigError, match=r"^option 'query_budget' applies to none of the planned attacks \(ppa\)$"):
+            plan_portfolio(attack="ppa", prior=tiny_world.prior, options={"per_class": 1, "query_budget": 100})
+        result = _verify(tiny_world, tmp_path / "out", "--attack", "ppa", "--public", "some/folder")
+        assert result.exit_code == 1, result.output  # a valid command line whose options cannot apply: a run error
+        assert "option 'public' applies to none of the planned attacks (ppa)" in result.output
+        assert not (tmp_path / "out").exists()
+
     def test_fast_preset(self, tiny_world):
         planned, _ = plan_portfolio(attack="ppa", prior=tiny_world.prior, fast=True, options={"per_class": 3})
         ppa = planned[0].build()

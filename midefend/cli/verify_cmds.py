@@ -29,6 +29,9 @@ _PriorOpt = Annotated[str, typer.Option("--prior", help="'face-gan' (pip install
 _ClassesOpt = Annotated[str, typer.Option("--classes", help="'all', a range '0-9' or a list '1,4,7'.")]
 _PerClassOpt = Annotated[int, typer.Option("--per-class", help="Reconstructions kept per class.")]
 _InitPoolOpt = Annotated[Optional[int], typer.Option("--init-pool", help="Random latents scored to pick each class's starting points (PPA default 2000; 0: random start). The main cost of a small run.")]
+_QueryBudgetOpt = Annotated[Optional[int], typer.Option("--query-budget", help="Target queries per class for the black-box and label-only attacks (nes, brep; default per attack).", min=1)]
+_PublicOpt = Annotated[Optional[str], typer.Option("--public", help="PLG's public data: a folder of class subfolders (labels ignored) or 'digits-public' (default: samples of the prior).")]
+_GanStepsOpt = Annotated[Optional[int], typer.Option("--gan-steps", help="PLG's conditional-GAN training steps (default 200; cached per target).", min=1)]
 _CandOpt = Annotated[Optional[int], typer.Option("--candidates", help="Candidates optimised per class (default per attack; PPA: 4 x --per-class).")]
 _StepsOpt = Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps (default per attack).")]
 _LossOpt = Annotated[Optional[str], typer.Option("--loss", help="poincare, max-margin, logit or cross-entropy (default per attack).")]
@@ -60,9 +63,14 @@ _ResumeOpt = Annotated[bool, typer.Option("--resume", help="Reuse the per-class 
 _QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
 
-def _attack_options(per_class: int, candidates: int | None, steps: int | None, loss: str | None, augment: str | None, seed: int, init_pool: int | None = None) -> dict[str, Any]:
+def _attack_options(
+    per_class: int, candidates: int | None, steps: int | None, loss: str | None, augment: str | None, seed: int,
+    init_pool: int | None = None, query_budget: int | None = None, public: str | None = None, gan_steps: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     options: dict[str, Any] = {"per_class": per_class, "seed": seed}
-    for key, value in (("candidates", candidates), ("steps", steps), ("loss", loss), ("augment", augment), ("init_pool", init_pool)):
+    given = {"candidates": candidates, "steps": steps, "loss": loss, "augment": augment, "init_pool": init_pool,
+             "query_budget": query_budget, "public": public, "gan_steps": gan_steps}  # fmt: skip
+    for key, value in given.items():
         if value is not None:
             options[key] = value
     return options
@@ -128,6 +136,9 @@ def verify_cmd(
     per_class: _PerClassOpt = 4,
     candidates: _CandOpt = None,
     init_pool: _InitPoolOpt = None,
+    query_budget: _QueryBudgetOpt = None,
+    public: _PublicOpt = None,
+    gan_steps: _GanStepsOpt = None,
     steps: _StepsOpt = None,
     loss: _LossOpt = None,
     augment: _AugOpt = None,
@@ -145,7 +156,7 @@ def verify_cmd(
 
     common = {
         "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
-        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool),
+        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool, query_budget, public, gan_steps),
         "train_data": train_data, "test_data": test_data,
     }
     if class_batch is not None:
@@ -187,6 +198,9 @@ def compare_cmd(
     per_class: _PerClassOpt = 4,
     candidates: _CandOpt = None,
     init_pool: _InitPoolOpt = None,
+    query_budget: _QueryBudgetOpt = None,
+    public: _PublicOpt = None,
+    gan_steps: _GanStepsOpt = None,
     steps: _StepsOpt = None,
     loss: _LossOpt = None,
     augment: _AugOpt = None,
@@ -204,7 +218,7 @@ def compare_cmd(
         raise ConfigError(f"compare needs a NoDef model and at least one defended model, got {len(models)} path(s)")
     common = {
         "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
-        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool),
+        "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool, query_budget, public, gan_steps),
     }
     if dry_run:
         checkpoints = [p for p in models if not (p.is_dir() or p.suffix == ".json")]

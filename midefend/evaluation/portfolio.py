@@ -145,6 +145,11 @@ def plan_portfolio(
             planned.append(PlannedAttack(_label(name, variant), name, variant, preset, True, cls.threat_model))
     if not planned:
         raise ConfigError(f"no attack can run under the {threat_model} threat model with this prior: " + "; ".join(f"{s['attack']}: {s['reason']}" for s in skipped))
+    unused = sorted(set(options or {}) - {k for row in planned for k in row.options})
+    if unused:  # an option no planned attack knows would be silently ignored: say so instead
+        raise ConfigError(
+            f"option {', '.join(map(repr, unused))} applies to none of the planned attacks ({', '.join(r.label for r in planned)})"
+        )
     return planned, skipped
 
 
