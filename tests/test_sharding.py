@@ -136,6 +136,21 @@ class TestShardAndMerge:
             for key, value in tensors.items():
                 assert torch.equal(shard_files[name][key], value), (name, key)
 
+    def test_merged_query_counts_equal_the_single_process_counts(self, tiny_world, tmp_path, one_thread):
+        """A black-box attack's queries survive the merge: per class from its shard, the shared pool once."""
+        from midefend.attacks import get_attack
+        from midefend.attacks.sharding import run_sharded
+
+        options = {"per_class": 1, "candidates": 2, "steps": 2, "samples": 2, "init_pool": 20, "class_batch": 2, "seed": 0}
+        single = get_attack("nes")(**options).run(tiny_world.target, tiny_world.prior, out_dir=tmp_path / "single")
+        for i in range(2):
+            run_sharded(get_attack("nes")(**options), tiny_world.target, tiny_world.prior, out_dir=tmp_path / "sharded", shard=f"{i}/2")
+        merged = run_sharded(get_attack("nes")(**options), tiny_world.target, tiny_world.prior, out_dir=tmp_path / "sharded", merge=True).result
+        keys = ("queries", "queries_shared", "queries_per_class")
+        assert single.config["queries_shared"] == 20 and None not in single.config["queries_per_class"]
+        assert {k: merged.config[k] for k in keys} == {k: single.config[k] for k in keys}
+        assert torch.equal(merged.images, single.images)
+
     def test_merge_refuses_missing_and_mismatched_shards(self, tiny_world, tmp_path):
         """At the engine level (no data, no metrics): the merge's one-line refusals."""
         from midefend.attacks.registry import get_attack

@@ -151,4 +151,22 @@ class _QueryLog:
         return [self.classes.get(str(c)) for c in classes]
 
 
-__all__ = ["QueryAttack"]
+def merged_query_counts(folders: list[Path], classes: list[int]) -> dict[str, Any]:
+    """The query counts of a sharded run, as one process would report them (``{}`` when no shard counted).
+
+    Each shard spends the shared pool once, on the same latents (it is seeded by ``seed`` alone), so the
+    merged figure counts it once: what one attacker needs, and what a single-process run reports.
+    """
+    logs = [_QueryLog(folder / _QUERY_FILE, resume=True) for folder in folders if (folder / _QUERY_FILE).is_file()]
+    if not logs:
+        return {}
+    merged = _QueryLog(None, resume=False)
+    for log in logs:
+        merged.classes.update(log.classes)
+        merged.shared = max(merged.shared, log.shared)
+    per_class = merged.counts(classes)
+    total = merged.shared + sum(per_class) if None not in per_class else None  # type: ignore[arg-type]
+    return {"queries": total, "queries_shared": merged.shared, "queries_per_class": per_class}
+
+
+__all__ = ["QueryAttack", "merged_query_counts"]

@@ -149,6 +149,7 @@ def merge_shards(root: str | Path, expected: dict[str, Any], *, attack: str, chu
             unfinished shard).
     """
     from .base import AttackResult, _ResultStore
+    from .query import merged_query_counts
 
     base = Path(root)
     folders = [(shard, path, _read_state(path)) for shard, path in shard_folders(base)]
@@ -200,7 +201,7 @@ def merge_shards(root: str | Path, expected: dict[str, Any], *, attack: str, chu
         classes=classes,
         images=torch.stack([found[c][0] for c in classes]),
         target_confidence=torch.stack([found[c][1] for c in classes]),
-        config=dict(expected["config"], precision_used=first_state["precision_used"]),
+        config=dict(expected["config"], precision_used=first_state["precision_used"], **merged_query_counts([p for _, p, _ in folders], classes)),
         seconds=sum(_read_timing(path) for _, path, _ in folders),
     )
 
