@@ -351,7 +351,7 @@ def markdown(summary: dict[str, Any], results_dir: Path, md_path: Path) -> list[
         "",
         f"```bash\nMIDEFEND_ORL_DIR=../shared/data/orl_faces {summary['command']}\npython benchmarks/check.py --v2\n```",
         "",
-        f"{summary['machine']}; {summary['threads']} threads; {summary['date']}; load average (1/5/15 min) {summary['load_start']} at the "
+        f"{summary['machine']}; {summary['threads']} thread{'s' if summary['threads'] != 1 else ''}; {summary['date']}; load average (1/5/15 min) {summary['load_start']} at the "
         f"start, {summary['load_end']} at the end; wall {summary['wall_seconds'] / 60:.1f} min. Summary: "
         f"`{os.path.relpath(results_dir / 'reproduce_v2.json', md_dir)}`.",
         "",
@@ -410,7 +410,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     if "nodef" in models and summary["margins"].get("max_accuracy_loss") is not None:
         ax.axvline(100 * (models["nodef"]["mean"]["accuracy"] - summary["margins"]["max_accuracy_loss"]), ls="--", color="grey", lw=1,
                    label="matched band edge (NoDef − 5 pts)")  # fmt: skip
-    ax.plot([], [], "x", color="black", label="× FaceNet AttAcc@1 (same reconstructions)")
+    ax.plot([], [], "x", color="black", label="FaceNet AttAcc@1 (same reconstructions)")
     ax.set_xlabel("natural test accuracy (%)")
     ax.set_ylabel("AttAcc@1 of the strongest attack (%)")
     ax.set_title("ORL: lower right is better")
