@@ -40,12 +40,20 @@ def fake_scorer(model, fit, heldout):
 class TestChoose:
     def test_picks_strongest_within_budget(self):
         trainer = FakeTrainer()
-        result = tune(_data(), defense="calor", param="rank", values=[4, 8, 12, 16], max_acc_drop=5, trainer=trainer, scorer=fake_scorer)
+        result = tune(
+            _data(), defense="calor", param="rank", values=[4, 8, 12, 16], max_acc_drop=5, trainer=trainer, scorer=fake_scorer
+        )
         assert result.chosen.value == 8  # 90.5 % >= 95 - 5; rank 4 protects more but costs 25 points
         assert [r.value for r in result.rows] == [4, 8, 12, 16] and result.nodef.value is None
         assert result.rows[0].extra == {"note": 1.0}
         # NoDef first, then each value; every model sees the same fit/held-out split of the TRAINING data
-        assert trainer.calls == [("nodef", None, 28, 12), ("calor", 4, 28, 12), ("calor", 8, 28, 12), ("calor", 12, 28, 12), ("calor", 16, 28, 12)]
+        assert trainer.calls == [
+            ("nodef", None, 28, 12),
+            ("calor", 4, 28, 12),
+            ("calor", 8, 28, 12),
+            ("calor", 12, 28, 12),
+            ("calor", 16, 28, 12),
+        ]
 
     def test_budget_moves_the_choice(self):
         kwargs = {"defense": "calor", "param": "rank", "values": [4, 8, 12, 16], "trainer": FakeTrainer(), "scorer": fake_scorer}
@@ -62,7 +70,15 @@ class TestChoose:
         assert choose(nodef, [Row(1, 0.91, 0.2), Row(2, 0.94, 0.2)], max_acc_drop=5).value == 2
 
     def test_writes_json_and_png(self, tmp_path):
-        result = tune(_data(), defense="calor", param="rank", values=[4, 8], trainer=FakeTrainer(), scorer=fake_scorer, out_dir=tmp_path / "t")
+        result = tune(
+            _data(),
+            defense="calor",
+            param="rank",
+            values=[4, 8],
+            trainer=FakeTrainer(),
+            scorer=fake_scorer,
+            out_dir=tmp_path / "t",
+        )
         record = json.loads((tmp_path / "t" / "tune.json").read_text())
         assert record["chosen_value"] == 8 and record["split"]["test_set_used"] is False
         assert [r["value"] for r in record["rows"]] == [4, 8] and record["nodef"]["accuracy"] == 0.95
@@ -92,10 +108,15 @@ class TestArguments:
 
 def test_cli_errors_are_one_line(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["tune", "--data", "digits", "--defense", "nope", "--param", "rank", "--values", "4", "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["tune", "--data", "digits", "--defense", "nope", "--param", "rank", "--values", "4", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1
     assert "unknown defense 'nope'; known defenses: bido, calor" in result.stderr
-    result = runner.invoke(app, ["tune", "--data", "digits", "--defense", "calor", "--param", "rank", "--values", "4,a", "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        ["tune", "--data", "digits", "--defense", "calor", "--param", "rank", "--values", "4,a", "--out", str(tmp_path / "o")],
+    )
     assert result.exit_code == 1 and "--values must be numbers separated by commas" in result.stderr
     assert not (tmp_path / "o").exists()
 
@@ -118,3 +139,87 @@ def test_default_trainer_and_scorer_run_end_to_end(tmp_path):
         assert row.accuracy * 3 == pytest.approx(round(row.accuracy * 3))  # one held-out image per class (2 of 6 -> 6 in all)
     assert result.split["n_heldout"] == 6 and result.split["n_fit"] == 12
     assert json.loads((tmp_path / "tune.json").read_text())["defense"] == "tl"
+
+
+class TestScorers:
+    def test_default_scorer_is_the_portfolio(self, monkeypatch):
+        from midefend.evaluation import tune as tune_module
+
+        seen = []
+
+        def fake_call(self, model, fit, heldout):
+            seen.append(type(self).__name__)
+            return fake_scorer(model, fit, heldout)
+
+        monkeypatch.setattr(tune_module.PortfolioScorer, "__call__", fake_call)
+        result = tune(_data(), defense="calor", param="rank", values=[8], trainer=FakeTrainer())
+        assert seen == ["PortfolioScorer", "PortfolioScorer"] and result.chosen.value == 8
+
+    def test_cli_scorer_choice(self, tmp_path, monkeypatch):
+        """``--scorer`` reaches tune: the portfolio by default with the attack options, MI-Face on request."""
+        from midefend.evaluation import tune as tune_module
+
+        captured = {}
+
+        def fake_tune(train, **kwargs):
+            captured["scorer"] = kwargs["scorer"]
+            nodef, row = Row(None, 0.9, 0.5), Row(4, 0.9, 0.2)
+            return tune_module.TuneResult("calor", "rank", 5.0, nodef, [row], row, {})
+
+        monkeypatch.setattr(tune_module, "tune", fake_tune)
+        base = [
+            "tune",
+            "--data",
+            "digits",
+            "--defense",
+            "calor",
+            "--param",
+            "rank",
+            "--values",
+            "4",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+        result = CliRunner().invoke(app, base + ["--attack-classes", "0-2", "--attack-steps", "7", "--prior", "none"])
+        assert result.exit_code == 0, result.output
+        scorer = captured["scorer"]
+        assert isinstance(scorer, tune_module.PortfolioScorer)
+        assert (scorer.classes, scorer.steps, scorer.per_class, scorer.fast, scorer.prior_spec) == ("0-2", 7, 1, True, None)
+        result = CliRunner().invoke(app, base + ["--scorer", "miface"])
+        assert result.exit_code == 0, result.output
+        assert isinstance(captured["scorer"], tune_module.MIFaceScorer) and captured["scorer"].steps == 100
+        result = CliRunner().invoke(app, base + ["--scorer", "ppa"])
+        assert result.exit_code == 1 and "--scorer must be portfolio or miface, got 'ppa'" in result.stderr
+
+    def test_portfolio_scorer_takes_the_strongest_attack_end_to_end(self):
+        """The real scorer on tiny data and a tiny prior: every planned attack runs, the adaptive one included."""
+        from midefend.attacks.priors import DCGANGenerator, GenerativePrior
+        from midefend.evaluation.tune import DefaultTrainer, PortfolioScorer
+        from midefend.training.settings import TrainSettings
+
+        torch.manual_seed(0)
+        data = _data(n_per_class=6, classes=3, size=32)
+        prior = GenerativePrior(DCGANGenerator(latent_dim=8, channels=1, width=4, image_size=16))
+        settings = TrainSettings(epochs=1, batch_size=4, augment="none", channels_last=False)
+        trainer = DefaultTrainer(arch_kwargs={"widths": (8, 16), "depths": (1, 1)})
+        scorer = PortfolioScorer(prior=prior, steps=2, eval_epochs=1)
+        result = tune(
+            data,
+            defense="midre",
+            param="erase-max",
+            values=[0.4],
+            settings=settings,
+            holdout=0.34,
+            trainer=trainer,
+            scorer=scorer,
+        )
+        nodef, midre = result.nodef.extra, result.rows[0].extra
+        assert (
+            set(nodef["attack_accuracy_by_attack"]) >= {"miface", "ppa"} and "ppa+eot" not in nodef["attack_accuracy_by_attack"]
+        )
+        assert "ppa+eot" in midre["attack_accuracy_by_attack"]  # the adaptive variant the defense record calls for
+        for row in (result.nodef, *result.rows):
+            assert row.attack_accuracy == max(row.extra["attack_accuracy_by_attack"].values())
+            assert row.extra["attack_accuracy_by_attack"][row.extra["strongest_attack"]] == row.attack_accuracy
+        with pytest.raises(ConfigError, match="threat model must be one of"):
+            PortfolioScorer(threat_model="grey-box")
