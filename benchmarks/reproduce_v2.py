@@ -222,6 +222,7 @@ def row_from_report(report: dict[str, Any], *, defense: str, seed: int, source: 
         "strongest": report["strongest_attack"],
         "threat_model": strongest.get("threat_model"),
         "adaptive": strongest.get("adaptive"),
+        "verify_seconds": (report.get("timing") or {}).get("total_seconds"),
     }
 
 
@@ -339,6 +340,11 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def _verify_minutes(summary: dict[str, Any]) -> float:
+    rows = [r for e in summary["datasets"]["orl"]["models"].values() for r in e["seeds"]]
+    return sum(r.get("verify_seconds") or 0.0 for r in rows) / 60
+
+
 def markdown(summary: dict[str, Any], results_dir: Path, md_path: Path) -> list[str]:
     md_dir = md_path.resolve().parent
     sig = summary.get("signature")
@@ -352,7 +358,8 @@ def markdown(summary: dict[str, Any], results_dir: Path, md_path: Path) -> list[
         f"```bash\nMIDEFEND_ORL_DIR=../shared/data/orl_faces {summary['command']}\npython benchmarks/check.py --v2\n```",
         "",
         f"{summary['machine']}; {summary['threads']} thread{'s' if summary['threads'] != 1 else ''}; {summary['date']}; load average (1/5/15 min) {summary['load_start']} at the "
-        f"start, {summary['load_end']} at the end; wall {summary['wall_seconds'] / 60:.1f} min. Summary: "
+        f"start, {summary['load_end']} at the end; wall {summary['wall_seconds'] / 60:.1f} min (reused models and reports cost none; "
+        f"the `verify` runs behind the table took {_verify_minutes(summary):.0f} min as their reports record). Summary: "
         f"`{os.path.relpath(results_dir / 'reproduce_v2.json', md_dir)}`.",
         "",
         "Each model is attacked by `verify`'s default portfolio (white-box: every registered attack the face-GAN prior allows, "
@@ -516,6 +523,8 @@ class Runner:
         if found is not None:
             print(f"{defense}-s{seed}: reuse {found[1]}", flush=True)
             return found[0], f"reused {found[1]}"
+        if self.args.reports_from and seed == 0 and defense in TARGET_STEMS and not self.strengths.get(defense):
+            print(f"{defense}-s{seed}: no {TARGET_STEMS[defense]}/report.json in --reports-from; attacking it here", flush=True)
         ckpt = self.model(defense, seed)
         out = self.args.out_dir / f"{defense}-s{seed}"
         settings = {
