@@ -43,6 +43,8 @@ sys.path.insert(0, str(HERE))
 from check import V2_GOALS, verdicts  # noqa: E402
 from markdown_section import replace_section  # noqa: E402
 
+from midefend.io.atomic import atomic_write, atomic_write_text  # noqa: E402
+
 START, END = "<!-- reproduce-v2:start -->", "<!-- reproduce-v2:end -->"
 DEFENSES = ("nodef", "midre", "calor", "midre+calor", "nls", "mid", "bido", "tl")
 #: the seed-0 checkpoints of ``benchmarks/train_targets.py`` (and the report folders of ``benchmarks/attacks.py``)
@@ -424,10 +426,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the run
@@ -439,9 +440,7 @@ def _load() -> str:
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 class Runner:
