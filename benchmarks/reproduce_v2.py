@@ -528,6 +528,7 @@ class Runner:
         out = self.args.out_dir / f"{defense}-s{seed}"
         settings = {
             "checkpoint": str(ckpt),
+            "checkpoint_mtime_ns": ckpt.stat().st_mtime_ns,  # a retrained model is attacked again
             "classes": self.args.classes,
             "options": self.options,
             "fast": self.args.fast,
