@@ -95,6 +95,19 @@ class TestBoxSampling:
             want = [list(scalar_box(row, *hw, scale, ratio)) for row in u.tolist()]
             assert got == want
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        seed=st.integers(0, 2**31), height=st.integers(1, 400), width=st.integers(1, 400),
+        scale=st.tuples(st.floats(1e-4, 1.0), st.floats(1e-4, 1.0)).map(sorted), aspect=st.sampled_from([1.0, 0.5, 1.7]),
+    )  # fmt: skip
+    def test_one_image_python_path_is_bit_equal_to_the_batch_map(self, seed, height, width, scale, aspect):
+        """A DataLoader's single image takes a Python-float box map: it must give the batch map's box."""
+        scale, ratio = tuple(scale), (aspect, aspect)
+        one = params.sample_boxes(1, height, width, scale=scale, ratio=ratio, p=0.5, generator=gen(seed))
+        u = torch.rand(1, UNIFORMS_PER_BOX + 1, generator=gen(seed), dtype=torch.float64)
+        want = [t.tolist() for t in boxes_from_uniforms(u[:, :UNIFORMS_PER_BOX], height, width, scale, ratio)]
+        assert [t.tolist() for t in one[:4]] == want and one.applied.tolist() == [bool(u[0, -1] < 0.5)]
+
     def check_geometry(self, seed, batch, height, width, scale, ratio):
         x = torch.rand(batch, 2, height, width, generator=gen(seed + 1))
         y, boxes = random_erase_batch(

@@ -63,7 +63,10 @@ def erase_boxes_(
         _triton.erase_(x, fill, boxes=boxes)
         return x
     sample, top, left, h, w = _applied_boxes(boxes)
-    if sample.numel() == 0:
+    if sample.numel() <= 4 and x.device.type == "cpu":  # a DataLoader's one image: slices beat the grouping's ~20 ops
+        for b, t, l, bh, bw in zip(*(f.tolist() for f in (sample, top, left, h, w))):  # noqa: E741
+            box = x[b, :, t : t + bh, l : l + bw]
+            box.copy_(_source(fill, box[None], generator)[0].expand_as(box))
         return x
     sb, sc, sh, sw = x.stride()
     channels, height, width = x.shape[1:]
