@@ -141,8 +141,11 @@ def cmd_backbone(args: argparse.Namespace, results: dict[str, Any]) -> None:
             save_results(args.json, results)
         if not args.no_attack:
             with Clock() as clock:
-                report = verify(out, eval_model=_judges(args.targets_dir), classes=args.classes, out_dir=args.out_dir / f"verify-{size}", attack_options=_attack_options(args))
-            row.update({**_judged(report), "verify_wall_s": clock.wall, "verify_cpu_s": clock.cpu, "classes": args.classes, **_attack_options(args)})
+                report = verify(
+                    out, eval_model=_judges(args.targets_dir), classes=args.classes, out_dir=args.out_dir / f"verify-{size}",
+                    attack=args.attack, fast=args.fast, attack_options=_attack_options(args),
+                )  # fmt: skip
+            row.update({**_judged(report), "verify_wall_s": clock.wall, "verify_cpu_s": clock.cpu, "classes": args.classes, "attack": report["strongest_attack"], "fast": args.fast, **_attack_options(args)})
         rows[str(size)] = row
         save_results(args.json, results)
         print(f"facenet backbone {size}px", json.dumps(row))
@@ -164,6 +167,13 @@ def cmd_cost(args: argparse.Namespace, results: dict[str, Any]) -> None:
             times.append(clock.cpu)
         rows[str(size)] = {"cpu_s_per_image": round(sorted(times)[1] / args.batch_cost, 3), "batch": args.batch_cost, **machine()}
         print(f"{size} px: {rows[str(size)]['cpu_s_per_image']} CPU s per image (forward + backward)")
+
+
+def _attack_text(r: dict[str, Any]) -> str:
+    """The attack settings of one backbone row (rows of earlier runs name no attack: the portfolio)."""
+    name = r.get("attack") or "the portfolio's strongest"
+    return (f"{name}{' (fast preset)' if r.get('fast') else ''}, {r.get('per_class')} reconstructions per class, "
+            f"{r.get('steps')} steps, best of {r.get('init_pool')} initial latents")  # fmt: skip
 
 
 def _pct(v: float | None) -> str:
@@ -197,7 +207,9 @@ def render(results: dict[str, Any]) -> str:
         ]
         missing = [t for t in TARGETS if t not in judge]
         if missing:
-            lines[-3:-3] = ["", f"Not run (no checkpoint when this ran): {', '.join(missing)}."]
+            lines[-3:-3] = ["", f"Not run here (no checkpoint when this ran): {', '.join(missing)}. All four reproduce targets, 40 classes, "
+                            "every attack of `verify`'s portfolio, judged by both: the FaceNet columns of the section "
+                            "\"Attacks and adaptive attacks against the ORL targets\" (`benchmarks/attacks.py`)."]
         for name, r in judge.items():
             lines.append(
                 f"| {name} | {_pct(r['accuracy'])} | {_pct(r['eval_top1'])} | {_pct(r['facenet_top1'])} | {_pct(r['eval_top5'])} | {_pct(r['facenet_top5'])} "
@@ -221,8 +233,12 @@ def render(results: dict[str, Any]) -> str:
     if backbone:
         lines += [
             "FaceNet-backbone ORL targets (`midefend train --arch facenet`): CASIA-WebFace weights, a new 40-class head on the 512-d bottleneck, "
-            "the leading fraction of the trunk frozen, grey 7/3 split, face-box crop, AdamW; NoDef attack as above"
-            + ("." if any("delta_face" in r for r in backbone.values()) else " — not run: the training alone took the time left on the shared machine (a dash: not measured)."),
+            "the leading fraction of the trunk frozen, grey 7/3 split, face-box crop, AdamW. "
+            + (
+                "Attack: " + "; ".join(sorted({_attack_text(r) for r in backbone.values() if "delta_face" in r})) + "."
+                if any("delta_face" in r for r in backbone.values())
+                else "Not attacked: the training alone took the time left on the shared machine (a dash: not measured)."
+            ),
             "",
             "| input | epochs | freeze | Acc (%) | train wall / CPU (s) | AttAcc@1 eval (%) | AttAcc@1 FaceNet (%) | agreement (%) | δ_face | verify wall / CPU (s) | classes | load avg |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -273,6 +289,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--freeze", type=float, default=0.5)
     parser.add_argument("--no-attack", action="store_true", help="backbone: train and time only")
+    parser.add_argument("--attack", default=None, help="backbone: run only this attack (default: verify's portfolio)")
+    parser.add_argument("--fast", action="store_true", help="backbone: the attacks' fast presets")
     parser.add_argument("--reuse", action="store_true", help="backbone: attack the models an earlier run trained")
     args = parser.parse_args()
     results = load_results(args.json)
