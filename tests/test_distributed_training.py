@@ -62,6 +62,22 @@ class TestPlan:
         assert local_device("cuda", World(3, 4, 1)) == torch.device("cuda", 1)
         assert local_device("cpu", World(3, 4, 1)) == torch.device("cpu")
 
+    @pytest.mark.parametrize("device, backend, device_id", [("cuda", "nccl", torch.device("cuda", 1)), ("cpu", "gloo", None)])
+    def test_backend_dispatch_under_torchrun(self, monkeypatch, device, backend, device_id):
+        """NCCL with this rank's GPU for CUDA runs, gloo on the CPU (CUDA calls mocked: no GPU here)."""
+        import midefend.distributed as md
+
+        calls = []
+        monkeypatch.setattr(md, "env_world", lambda env=None: World(3, 4, 1))
+        monkeypatch.setattr(md.dist, "is_initialized", lambda: False)
+        monkeypatch.setattr(md.dist, "init_process_group", lambda **kw: calls.append(("init", kw)))
+        monkeypatch.setattr(md.torch.cuda, "set_device", lambda dev: calls.append(("set_device", dev)))
+        monkeypatch.setattr(md.atexit, "register", lambda fn: None)
+        with md.process_group(device) as world:
+            assert world == World(3, 4, 1)
+        expected = [("init", {"backend": backend, "device_id": device_id})]
+        assert calls == ([("set_device", device_id)] + expected if device == "cuda" else expected)
+
     def test_head_norm_sync_round_trip(self):
         from midefend.defenses.heads import LowRankTanhHead
 
