@@ -386,6 +386,10 @@ def markdown(summary: dict[str, Any], results_dir: Path, md_path: Path) -> list[
             "",
         ]  # fmt: skip
     lines += table_lines(summary)
+    measured = {name for block in summary["datasets"].values() for name in block["models"]}
+    left_out = [LABELS.get(d, d) for d in DEFENSES if d not in measured]
+    if left_out:  # the title promises every defense: say which ones this run does not have
+        lines += ["", f"Not in this run (left out with `--defenses`): {', '.join(left_out)}."]
     lines += [
         "",
         f"![accuracy against strongest-attack accuracy]({os.path.relpath(results_dir / 'tradeoff-v2.png', md_dir)})",
