@@ -80,7 +80,8 @@ def main() -> int:
         )  # fmt: skip
         m, row = report["metrics"], report["attacks"][0]
         summary["rows"].append({"variant": label, "options": options, "attack_acc_top1": m["attack_acc_top1"], "attack_acc_top5": m["attack_acc_top5"],
-                                "target_acc_top1": m["target_acc_top1"], "knn_distance": m["knn_distance"], "seconds": row["seconds"]})  # fmt: skip
+                                "target_acc_top1": m["target_acc_top1"], "knn_distance": m["knn_distance"], "seconds": row["seconds"],
+                                "reconstructions": m["num_reconstructions"]})  # fmt: skip
         print(label, json.dumps(summary["rows"][-1]), flush=True)
     summary["load_end"] = load()
     args.results_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,7 @@ def main() -> int:
         f"{summary['machine']}; {summary['date']}; load average {summary['load_start']} at the start, {summary['load_end']} at the end. "
         f"Target `{summary['target']}` (defense {defense.get('name')}), classes {args.classes}, PPA with its published defaults, seed 0, "
         f"judged by `{args.eval.stem}`; {n} variants on the same classes and seed. One reconstruction is "
-        f"{100 / (4 * max(1, _count(args.classes))):.1f} points.", "",
+        f"{100 / summary['rows'][0]['reconstructions']:.1f} points.", "",
         "| variant | options | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |", "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in summary["rows"]:
@@ -101,14 +102,6 @@ def main() -> int:
     lines += ["", END]
     replace_section(args.results_md, START, END, lines)
     return 0
-
-
-def _count(classes: str) -> int:
-    """How many classes a '0-9' / '1,4,7' spec names."""
-    if "-" in classes:
-        lo, hi = classes.split("-")
-        return int(hi) - int(lo) + 1
-    return len(classes.split(","))
 
 
 if __name__ == "__main__":
