@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from markdown_section import replace_section  # noqa: E402
+from ppa_variants import TABLE_HEAD, header, load_average, row_line, run_variant  # noqa: E402
 
 START, END = "<!-- adaptive-ablation:start -->", "<!-- adaptive-ablation:end -->"
 
@@ -61,29 +58,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from midefend.evaluation.verify import verify
-    from midefend.io.checkpoints import load_checkpoint
-
-    defense = load_checkpoint(args.target).defense
-    defense = defense if isinstance(defense, dict) else {"name": defense}
-    load = lambda: " / ".join(f"{v:.1f}" for v in os.getloadavg())  # noqa: E731
-    summary: dict[str, Any] = {
-        "command": shlex.join(["python", "benchmarks/adaptive_ablation.py", *sys.argv[1:]]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "date": time.strftime("%Y-%m-%d %H:%M"), "load_start": load(), "target": args.target.stem, "defense": defense,
-        "classes": args.classes, "rows": [],
-    }  # fmt: skip
+    summary = header("adaptive_ablation.py", args.target, args.classes)
+    defense = summary["defense"]
     for label, options in variants(defense).items():
-        report = verify(
-            args.target, eval_model=args.eval, prior="face-gan", attack="ppa", adaptive="off", classes=args.classes,
-            out_dir=args.out_dir / args.target.stem / label, attack_options={"seed": 0, **options}, resume=True,
-        )  # fmt: skip
-        m, row = report["metrics"], report["attacks"][0]
-        summary["rows"].append({"variant": label, "options": options, "attack_acc_top1": m["attack_acc_top1"], "attack_acc_top5": m["attack_acc_top5"],
-                                "target_acc_top1": m["target_acc_top1"], "knn_distance": m["knn_distance"], "seconds": row["seconds"],
-                                "reconstructions": m["num_reconstructions"]})  # fmt: skip
-        print(label, json.dumps(summary["rows"][-1]), flush=True)
-    summary["load_end"] = load()
+        summary["rows"].append(run_variant(label, options, target=args.target, eval_model=args.eval, classes=args.classes, out_dir=args.out_dir))
+    summary["load_end"] = load_average()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "adaptive_ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
     n = len(summary["rows"])
@@ -94,12 +73,9 @@ def main() -> int:
         f"Target `{summary['target']}` (defense {defense.get('name')}), classes {args.classes}, PPA with its published defaults, seed 0, "
         f"judged by `{args.eval.stem}`; {n} variants on the same classes and seed. One reconstruction is "
         f"{100 / summary['rows'][0]['reconstructions']:.1f} points.", "",
-        "| variant | options | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |", "|---|---|---|---|---|---|---|",
+        *TABLE_HEAD,
     ]  # fmt: skip
-    for r in summary["rows"]:
-        lines.append(f"| {r['variant']} | `{json.dumps(r['options'])}` | {100 * r['attack_acc_top1']:.1f} | {100 * r['attack_acc_top5']:.1f} | "
-                     f"{100 * r['target_acc_top1']:.1f} | {r['knn_distance']:.1f} | {r['seconds']:.0f} |")  # fmt: skip
-    lines += ["", END]
+    lines += [row_line(r) for r in summary["rows"]] + ["", END]
     replace_section(args.results_md, START, END, lines)
     return 0
 

@@ -179,6 +179,31 @@ class TestPriors:
         assert images.shape == (2, 3, 32, 32)
         assert d(images).shape == (2,)
 
+    def test_for_inference_folds_batchnorm_without_changing_the_prior(self):
+        g = DCGANGenerator(latent_dim=8, channels=3, width=4, image_size=16)
+        for m in g.modules():  # non-trivial running statistics, so the fold has something to fold
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.data.uniform_(0.5, 1.5)
+        prior = GenerativePrior(g, name="toy")
+        before = {k: v.clone() for k, v in prior.state_dict().items()}
+        fast = prior.for_inference()
+        assert fast is not prior and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in prior.modules())  # the caller's prior keeps its layers
+        assert all(torch.equal(v, prior.state_dict()[k]) for k, v in before.items())
+        assert fast.config() == prior.config() and not fast.training and not any(p.requires_grad for p in fast.parameters())
+        z = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(fast(z), prior(z), atol=1e-5, rtol=0)
+        assert fast.for_inference() is fast  # nothing left to fold
+
+    def test_eot_chunks_bound_the_images_through_the_target(self, tiny, monkeypatch):
+        kw = {"per_class": 1, "candidates": 2, "steps": 1, "init_pool": 0, "max_batch": 8, "seed": 0}
+        calls = record_chunks(monkeypatch, Attack)
+        run_attack("ppa", tiny["target"], tiny["prior"], classes=[0, 1, 2, 3], **kw)
+        assert calls == [[0, 1, 2, 3]]  # 4 classes x 2 candidates = 8 images per step
+        calls.clear()
+        run_attack("ppa", tiny["target"], tiny["prior"], classes=[0, 1, 2, 3], eot=2, erase_scale=(0.1, 0.4), **kw)
+        assert calls == [[0, 1], [2, 3]]  # x 2 erasures: 2 classes per chunk keep 8 images per step
+
     def test_bad_image_size(self):
         with pytest.raises(ConfigError, match=r"image_size must be 4 \* 2\*\*k with k >= 1 .*, got 28"):
             DCGANGenerator(image_size=28)

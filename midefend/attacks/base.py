@@ -165,7 +165,8 @@ class Attack:
         seed: seeds everything (per class, see the module docstring).
         class_batch: classes per chunk; default: as many as fit in
             ``max_batch`` images.
-        max_batch: images per optimisation batch when ``class_batch`` is unset.
+        max_batch: images through the target per optimisation step (EOT's ``eot``
+            erased copies of each candidate included) when ``class_batch`` is unset.
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"`` (autocast).
     """
 
@@ -347,9 +348,10 @@ class Attack:
         target.to(dev)
         if prior is not None:
             prior.to(dev)
-        ctx = _Context(target, prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
+        fast_prior = prior.for_inference() if isinstance(prior, GenerativePrior) else prior  # BatchNorm folded in; ``prior`` untouched
+        ctx = _Context(target, fast_prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
         start = time.perf_counter()
-        with channels_last_context(target, prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
+        with channels_last_context(target, fast_prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
             for chunk in todo:
                 images, conf = self._attack_chunk(ctx, chunk, advance)
                 for i, c in enumerate(chunk):
@@ -392,8 +394,10 @@ class Attack:
         return out
 
     def _chunks(self, class_list: list[int]) -> list[list[int]]:
-        # Balanced chunks whose layout depends only on the class list and the options.
-        per_chunk = self.options["class_batch"] or max(1, self.options["max_batch"] // self.options["candidates"])
+        # Balanced chunks whose layout depends only on the class list and the options. ``max_batch`` bounds the
+        # images through the target per step, EOT's erased copies included (larger CPU batches are slower per image).
+        o = self.options
+        per_chunk = o["class_batch"] or max(1, o["max_batch"] // (o["candidates"] * max(1, o["eot"])))
         n_chunks = math.ceil(len(class_list) / per_chunk)
         size = math.ceil(len(class_list) / n_chunks)
         return [class_list[i : i + size] for i in range(0, len(class_list), size)]
