@@ -61,7 +61,9 @@ def main() -> int:
     summary = header("adaptive_ablation.py", args.target, args.classes)
     defense = summary["defense"]
     for label, options in variants(defense).items():
-        summary["rows"].append(run_variant(label, options, target=args.target, eval_model=args.eval, classes=args.classes, out_dir=args.out_dir))
+        summary["rows"].append(
+            run_variant(label, options, target=args.target, eval_model=args.eval, classes=args.classes, out_dir=args.out_dir)
+        )
     summary["load_end"] = load_average()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "adaptive_ablation.json").write_text(json.dumps(summary, indent=2) + "\n")

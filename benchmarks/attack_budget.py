@@ -38,7 +38,10 @@ def variants(defense: dict[str, Any], per_class: int, factors: list[int], erasur
 
     out: dict[str, dict[str, Any]] = {f"ppa x{f}": {"candidates": f * per_class} for f in factors}
     erase = adaptive_options(defense) or adaptive_options(None, force=True)
-    erase = {"erase_scale": erase.get("erase_scale", list(DEFAULT_ERASE_SCALE)), "erase_ratio": erase.get("erase_ratio", [1.0, 1.0])}
+    erase = {
+        "erase_scale": erase.get("erase_scale", list(DEFAULT_ERASE_SCALE)),
+        "erase_ratio": erase.get("erase_ratio", [1.0, 1.0]),
+    }
     out |= {f"ppa+eot K={k}": {"eot": k, **erase} for k in erasures}
     return out
 
@@ -66,7 +69,9 @@ def main() -> int:
     per_class, factor = defaults["per_class"], defaults["candidates_factor"]
     summary = header("attack_budget.py", args.target, args.classes)
     for label, options in variants(summary["defense"], per_class, factors, erasures).items():
-        summary["rows"].append(run_variant(label, options, target=args.target, eval_model=args.eval, classes=args.classes, out_dir=args.out_dir))
+        summary["rows"].append(
+            run_variant(label, options, target=args.target, eval_model=args.eval, classes=args.classes, out_dir=args.out_dir)
+        )
     summary["load_end"] = load_average()
     summary["defaults"] = {"candidates_factor": factor, "eot": DEFAULT_EOT}
     args.results_dir.mkdir(parents=True, exist_ok=True)

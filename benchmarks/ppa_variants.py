@@ -39,7 +39,9 @@ def header(script: str, target: Path, classes: str) -> dict[str, Any]:
     }
 
 
-def run_variant(label: str, options: dict[str, Any], *, target: Path, eval_model: Path, classes: str, out_dir: Path) -> dict[str, Any]:
+def run_variant(
+    label: str, options: dict[str, Any], *, target: Path, eval_model: Path, classes: str, out_dir: Path
+) -> dict[str, Any]:
     """One PPA run with ``options`` on top of its defaults (resumable in ``out_dir/<target>/<label>``); its row."""
     from midefend.evaluation.verify import verify
 
@@ -65,4 +67,7 @@ def row_line(r: dict[str, Any]) -> str:
     )
 
 
-TABLE_HEAD = ["| variant | options | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |", "|---|---|---|---|---|---|---|"]
+TABLE_HEAD = [
+    "| variant | options | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | time (s) |",
+    "|---|---|---|---|---|---|---|",
+]
