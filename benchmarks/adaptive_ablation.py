@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from markdown_section import replace_section  # noqa: E402
-from ppa_variants import TABLE_HEAD, header, load_average, row_line, run_variant  # noqa: E402
+from ppa_variants import TABLE_HEAD, add_common_arguments, header, load_average, row_line, run_variant  # noqa: E402
 
 START, END = "<!-- adaptive-ablation:start -->", "<!-- adaptive-ablation:end -->"
 
@@ -48,13 +48,7 @@ def variants(defense: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", type=Path, required=True)
-    parser.add_argument("--eval", type=Path, required=True)
-    parser.add_argument("--classes", default="0-9")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out-dir", type=Path, default=HERE / "out" / "adaptive_ablation")
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
-    parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
+    add_common_arguments(parser, name="adaptive_ablation", classes="0-9")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

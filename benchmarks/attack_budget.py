@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from markdown_section import replace_section  # noqa: E402
-from ppa_variants import TABLE_HEAD, header, load_average, row_line, run_variant  # noqa: E402
+from ppa_variants import TABLE_HEAD, add_common_arguments, header, load_average, row_line, run_variant  # noqa: E402
 
 START, END = "<!-- attack-budget:start -->", "<!-- attack-budget:end -->"
 
@@ -51,15 +51,9 @@ def main() -> int:
     from midefend.attacks.ppa import PPAAttack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", type=Path, required=True)
-    parser.add_argument("--eval", type=Path, required=True)
-    parser.add_argument("--classes", default="all")
+    add_common_arguments(parser, name="attack_budget", classes="all")
     parser.add_argument("--factors", default="1,2,4", help="candidates per kept reconstruction (plain PPA rows)")
     parser.add_argument("--erasures", default="1,2,4", help="EOT erasures per step (PPA+EOT rows)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out-dir", type=Path, default=HERE / "out" / "attack_budget")
-    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
-    parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

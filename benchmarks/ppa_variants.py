@@ -6,6 +6,7 @@ classes and seed, judged by the same evaluation model, so the rows differ only i
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -16,6 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, name: str, classes: str) -> None:
+    """``--target``, ``--eval``, ``--classes``, ``--threads`` and where the run and its results go."""
+    parser.add_argument("--target", type=Path, required=True)
+    parser.add_argument("--eval", type=Path, required=True)
+    parser.add_argument("--classes", default=classes)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out-dir", type=Path, default=HERE / "out" / name)
+    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
 
 
 def load_average() -> str:
