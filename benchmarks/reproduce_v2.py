@@ -544,7 +544,8 @@ class Runner:
         if self.args.reports_from and seed == 0 and defense in TARGET_STEMS and not self.strengths.get(defense):
             print(f"{defense}-s{seed}: no {TARGET_STEMS[defense]}/report.json in --reports-from; attacking it here", flush=True)
         ckpt = self.model(defense, seed)
-        out = self.args.out_dir / f"{defense}-s{seed}"
+        tag = "".join(f"-{k}{v}" for k, v in sorted(self.strengths.get(defense, {}).items()))
+        out = self.args.out_dir / f"{defense}{tag}-s{seed}"  # one folder per strength: resume never mixes two models
         settings = {
             "checkpoint": str(ckpt),
             "checkpoint_mtime_ns": ckpt.stat().st_mtime_ns,  # a retrained model is attacked again

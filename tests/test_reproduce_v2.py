@@ -248,3 +248,31 @@ class TestCheckV2:
         assert check.main(["--v2", str(broken), "--config", str(config)]) == 2
         assert capsys.readouterr().err.startswith("error: cannot read the v2 results file")
         assert check.main(["--v2", str(tmp_path / "none.json"), "--config", str(config)]) == 2
+
+
+def test_each_strength_is_attacked_in_its_own_folder(tmp_path, monkeypatch):
+    """A rerun at another strength must not resume (and be refused by) the folder of the previous model."""
+    from argparse import Namespace
+
+    args = Namespace(out_dir=tmp_path, targets_dir=None, reports_from=[], classes="all", fast=False, skip=[], steps=None)
+    runner = v2.Runner(args, {"mid": {"beta": 0.003}})
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(b"weights")
+    monkeypatch.setattr(runner, "model", lambda key, seed: ckpt)
+    monkeypatch.setattr(runner, "eval_checkpoint", lambda: tmp_path / "eval.safetensors")
+    folders: list[str] = []
+
+    def fake_verify(checkpoint, *, out_dir, **kwargs):
+        folders.append(out_dir.name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return {"strongest_attack": "ppa"}
+
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("midefend.evaluation.verify"), "verify", fake_verify)
+    runner.attacked("mid", 0)
+    runner.strengths = {"mid": {"beta": 0.01}}
+    runner.attacked("mid", 0)
+    runner.strengths = {}
+    runner.attacked("mid", 0)
+    assert folders == ["mid-beta0.003-s0", "mid-beta0.01-s0", "mid-s0"]
