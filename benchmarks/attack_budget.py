@@ -37,10 +37,10 @@ def variants(defense: dict[str, Any], per_class: int, factors: list[int], erasur
     from midefend.attacks.adaptive import DEFAULT_ERASE_SCALE, adaptive_options
 
     out: dict[str, dict[str, Any]] = {f"ppa x{f}": {"candidates": f * per_class} for f in factors}
-    erase = adaptive_options(defense) or adaptive_options(None, force=True)
+    recorded = adaptive_options(defense)  # the erasure the target was trained with; MIDRE's default otherwise
     erase = {
-        "erase_scale": erase.get("erase_scale", list(DEFAULT_ERASE_SCALE)),
-        "erase_ratio": erase.get("erase_ratio", [1.0, 1.0]),
+        "erase_scale": recorded.get("erase_scale", list(DEFAULT_ERASE_SCALE)),
+        "erase_ratio": recorded.get("erase_ratio", [1.0, 1.0]),
     }
     out |= {f"ppa+eot K={k}": {"eot": k, **erase} for k in erasures}
     return out

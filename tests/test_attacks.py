@@ -194,6 +194,11 @@ class TestPriors:
         z = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(fast(z), prior(z), atol=1e-5, rtol=0)
         assert fast.for_inference() is fast  # nothing left to fold
+        from midefend.attacks.priors import inference_prior
+
+        torch.testing.assert_close(inference_prior(prior)(z), prior(z), atol=1e-5, rtol=0)
+        conditional = object()  # e.g. PLG's conditional prior: not a GenerativePrior, passed through as is
+        assert inference_prior(conditional) is conditional and inference_prior(None) is None
 
     def test_eot_chunks_bound_the_images_through_the_target(self, tiny, monkeypatch):
         kw = {"per_class": 1, "candidates": 2, "steps": 1, "init_pool": 0, "max_batch": 8, "seed": 0}

@@ -67,7 +67,7 @@ from .adaptive import ca_target_loss, erase_copies, straight_through_heads
 from .augment import apply_params, draw_params, policy
 from .losses import get_identity_loss
 from ..models.images import adapt_images
-from .priors import GenerativePrior
+from .priors import GenerativePrior, inference_prior
 
 _STATE_FILE = "attack.json"
 _PRECISIONS = ("auto", "fp32", "bf16")
@@ -348,7 +348,7 @@ class Attack:
         target.to(dev)
         if prior is not None:
             prior.to(dev)
-        fast_prior = prior.for_inference() if isinstance(prior, GenerativePrior) else prior  # BatchNorm folded in; ``prior`` untouched
+        fast_prior = inference_prior(prior)  # BatchNorm folded in; the caller's ``prior`` untouched
         ctx = _Context(target, fast_prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
         start = time.perf_counter()
         with channels_last_context(target, fast_prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:

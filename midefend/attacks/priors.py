@@ -26,7 +26,6 @@ torch.Size([2, 1, 16, 16])
 from __future__ import annotations
 
 import copy
-
 import importlib.util
 import json
 import math
@@ -159,17 +158,13 @@ class GenerativePrior(nn.Module):
             return self
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-        layers, mods, i = [], list(main), 0
-        while i < len(mods):
-            conv, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
-            if isinstance(conv, nn.ConvTranspose2d) and isinstance(nxt, nn.BatchNorm2d):
-                layers.append(fuse_conv_bn_eval(conv, nxt, transpose=True))
-                i += 2
+        generator = copy.deepcopy(self.generator)
+        layers: list[nn.Module] = []
+        for module in generator.main:
+            if isinstance(module, nn.BatchNorm2d) and layers and isinstance(layers[-1], nn.ConvTranspose2d):
+                layers[-1] = fuse_conv_bn_eval(layers[-1], module, transpose=True)
             else:
-                layers.append(copy.deepcopy(conv))
-                i += 1
-        generator = copy.copy(self.generator)  # same attributes (latent_dim, ...), a new module list below
-        generator._modules = dict(generator._modules)
+                layers.append(module)
         generator.main = nn.Sequential(*layers)
         return GenerativePrior(generator, self.discriminator, name=self.name)
 
@@ -187,6 +182,11 @@ class GenerativePrior(nn.Module):
     def config(self) -> dict[str, Any]:
         g = self.generator
         return {"name": self.name, "latent_dim": g.latent_dim, "channels": g.channels, "width": g.width, "image_size": g.image_size}
+
+
+def inference_prior(prior: Any) -> Any:
+    """``prior`` as the attacks run it: a :class:`GenerativePrior`'s BatchNorm-folded copy, anything else unchanged."""
+    return prior.for_inference() if isinstance(prior, GenerativePrior) else prior
 
 
 # --------------------------------------------------------------------------- face GAN
@@ -318,6 +318,7 @@ __all__ = [
     "GenerativePrior",
     "adapt_images",
     "face_prior_weights",
+    "inference_prior",
     "load_face_prior",
     "load_prior",
     "save_prior",

@@ -23,9 +23,9 @@ def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch:
     ``step`` (prior + target, forward and backward), ``target_step`` (the target alone, forward and
     backward: what an extra EOT erasure costs) and ``forward`` (the target alone: selection, initial scoring)."""
     from ..attacks.base import channels_last_context, resolve_precision
-    from ..attacks.priors import GenerativePrior, adapt_images
+    from ..attacks.priors import adapt_images, inference_prior
 
-    prior = prior.for_inference() if isinstance(prior, GenerativePrior) else prior  # as the attacks run it
+    prior = inference_prior(prior)  # as the attacks run it
     dev = torch.device(device)
     c, h, w = target.input_size
     autocast = {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": resolve_precision(precision, dev) == "bf16"}
