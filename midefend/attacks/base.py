@@ -348,10 +348,11 @@ class Attack:
         target.to(dev)
         if prior is not None:
             prior.to(dev)
-        fast_prior = inference_prior(prior)  # BatchNorm folded in; the caller's ``prior`` untouched
-        ctx = _Context(target, fast_prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
+        # BatchNorm folded in (the caller's target and prior untouched)
+        fast_target, fast_prior = target.for_inference(), inference_prior(prior)
+        ctx = _Context(fast_target, fast_prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
         start = time.perf_counter()
-        with channels_last_context(target, fast_prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
+        with channels_last_context(fast_target, fast_prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
             for chunk in todo:
                 images, conf = self._attack_chunk(ctx, chunk, advance)
                 for i, c in enumerate(chunk):

@@ -25,7 +25,7 @@ def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch:
     from ..attacks.base import channels_last_context, resolve_precision
     from ..attacks.priors import adapt_images, inference_prior
 
-    prior = inference_prior(prior)  # as the attacks run it
+    target, prior = target.for_inference(), inference_prior(prior)  # as the attacks run them
     dev = torch.device(device)
     c, h, w = target.input_size
     autocast = {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": resolve_precision(precision, dev) == "bf16"}
