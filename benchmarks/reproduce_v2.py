@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -46,6 +47,18 @@ from markdown_section import replace_section  # noqa: E402
 from midefend.io.atomic import atomic_write, atomic_write_text  # noqa: E402
 
 START, END = "<!-- reproduce-v2:start -->", "<!-- reproduce-v2:end -->"
+
+
+def outputs(tag: str) -> dict[str, str]:
+    """Section markers and file names of a run: ``--tag seeds`` writes its own section and files beside the untagged run's."""
+    suffix = f"-{tag}" if tag else ""
+    return {
+        "start": START.replace("reproduce-v2", f"reproduce-v2{suffix}"),
+        "end": END.replace("reproduce-v2", f"reproduce-v2{suffix}"),
+        "json": f"reproduce_v2{suffix}.json",
+        "png": f"tradeoff-v2{suffix}.png",
+        "title": f" ({tag})" if tag else "",
+    }
 DEFENSES = ("nodef", "midre", "calor", "midre+calor", "nls", "mid", "bido", "tl")
 #: the seed-0 checkpoints of ``benchmarks/train_targets.py`` (and the report folders of ``benchmarks/attacks.py``)
 TARGET_STEMS = {"nodef": "orl-nodef", "midre": "orl-midre-0.8", "calor": "orl-calor", "midre+calor": "orl-midre+calor"}
@@ -356,20 +369,22 @@ def _verify_minutes(summary: dict[str, Any]) -> float:
 
 def markdown(summary: dict[str, Any], results_dir: Path, md_path: Path) -> list[str]:
     md_dir = md_path.resolve().parent
+    names = outputs(summary.get("tag", ""))
+    check_cmd = "python benchmarks/check.py --v2" + (f" {os.path.relpath(results_dir / names['json'], HERE.parent)}" if summary.get("tag") else "")
     sig = summary.get("signature")
     reused = [r for e in summary["datasets"]["orl"]["models"].values() for r in e["seeds"] if r["source"].startswith("reused")]
     lines = [
-        START,
-        "## Reproduction v2: every defense at matched accuracy, judged by the strongest attack (`benchmarks/reproduce_v2.py`)",
+        names["start"],
+        f"## Reproduction v2{names['title']}: every defense at matched accuracy, judged by the strongest attack (`benchmarks/reproduce_v2.py`)",
         "",
         "Written by the script from one run. Command, machine, load:",
         "",
-        f"```bash\nMIDEFEND_ORL_DIR=../shared/data/orl_faces {summary['command']}\npython benchmarks/check.py --v2\n```",
+        f"```bash\nMIDEFEND_ORL_DIR=../shared/data/orl_faces {summary['command']}\n{check_cmd}\n```",
         "",
         f"{summary['machine']}; {summary['threads']} thread{'s' if summary['threads'] != 1 else ''}; {summary['date']}; load average (1/5/15 min) {summary['load_start']} at the "
         f"start, {summary['load_end']} at the end; wall {summary['wall_seconds'] / 60:.1f} min (reused models and reports cost none; "
         f"the `verify` runs behind the table took {_verify_minutes(summary):.0f} min as their reports record). Summary: "
-        f"`{os.path.relpath(results_dir / 'reproduce_v2.json', md_dir)}`.",
+        f"`{os.path.relpath(results_dir / names['json'], md_dir)}`.",
         "",
         "Each model is attacked by `verify`'s default portfolio (white-box: every registered attack the face-GAN prior allows, "
         "plus the adaptive variant the checkpoint's defense calls for — EOT against erasing, BPDA + the CA-optimum loss against "
@@ -407,11 +422,11 @@ def markdown(summary: dict[str, Any], results_dir: Path, md_path: Path) -> list[
     lines += ["", SECOND_DATASET]
     lines += [
         "",
-        f"![accuracy against strongest-attack accuracy]({os.path.relpath(results_dir / 'tradeoff-v2.png', md_dir)})",
+        f"![accuracy against strongest-attack accuracy]({os.path.relpath(results_dir / names['png'], md_dir)})",
         "",
     ]
-    lines += ["Goals (`benchmarks/config.json`, against the strongest attack; `python benchmarks/check.py --v2`):", ""]
-    lines += goal_lines(summary) + ["", END]
+    lines += [f"Goals (`benchmarks/config.json`, against the strongest attack; `{check_cmd}`):", ""]
+    lines += goal_lines(summary) + ["", names["end"]]
     return lines
 
 
@@ -652,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", default="", help="comma-separated registered attacks left out of the portfolio (said in the section)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--tag", default="", help="a name for this run: its own RESULTS section and files (e.g. seeds: reproduce_v2-seeds.json)"
+    )
     parser.add_argument("--config", type=Path, default=HERE / "config.json", help="its 'check' block: the goal margins")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md")
@@ -672,6 +690,8 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
     unknown = [d for d in defenses if d not in DEFENSES]
     if unknown or not defenses:
         raise RunError(f"--defenses: unknown {unknown[0] if unknown else '(none given)'!r}; known: {', '.join(DEFENSES)}")
+    if args.tag and not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.tag):
+        raise RunError(f"--tag must be lower-case letters, digits and dashes (it names a file and a section), got {args.tag!r}")
     seeds = parse_seeds(args.seeds)
     strengths = parse_strengths(args.strength, args.tuned)
     extra = sorted(set(strengths) - set(defenses))
@@ -700,6 +720,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "reports_command": args.reports_command,
         "strengths": strengths,
         "tuned": [str(p) for p in args.tuned],
+        "tag": args.tag,
     }
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -709,10 +730,11 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
             rows.append(row_from_report(report, defense=defense, seed=seed, source=source))
             check_same_settings(rows)  # fail at the first row that cannot share the table, not at the end
     summary = summarize(rows, margins) | meta | {"load_end": _load(), "wall_seconds": round(time.perf_counter() - start, 1)}
+    names = outputs(args.tag)
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(args.results_dir / "reproduce_v2.json", summary)
-    plot(summary, args.results_dir / "tradeoff-v2.png")
-    replace_section(args.results_md, START, END, markdown(summary, args.results_dir, args.results_md))
+    _write_json(args.results_dir / names["json"], summary)
+    plot(summary, args.results_dir / names["png"])
+    replace_section(args.results_md, names["start"], names["end"], markdown(summary, args.results_dir, args.results_md))
     print("\n".join(table_lines(summary) + [""] + goal_lines(summary)))
     return 0
 

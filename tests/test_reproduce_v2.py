@@ -201,6 +201,19 @@ class TestRun:
         assert "| MIDRE+CALoR | rank=16, a_h=0.4 | 97.5 |" in text and "**met**" in text
         assert v2.main(args) == 0 and (tmp_path / "RESULTS.md").read_text().count(v2.START) == 1  # rewritten in place
 
+    def test_a_tagged_run_writes_its_own_section_and_files_beside_the_untagged_one(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.setenv("MIDEFEND_ORL_DIR", "unused")
+        args = self._args(tmp_path, _reports_dir(tmp_path))
+        assert v2.main(args) == 0 and v2.main([*args, "--tag", "seeds"]) == 0
+        assert (tmp_path / "res" / "reproduce_v2.json").is_file() and (tmp_path / "res" / "reproduce_v2-seeds.json").is_file()
+        assert (tmp_path / "res" / "tradeoff-v2-seeds.png").is_file()
+        text = (tmp_path / "RESULTS.md").read_text()
+        assert text.count(v2.START) == 1 and text.count("<!-- reproduce-v2-seeds:start -->") == 1
+        assert text.rstrip().endswith("<!-- reproduce-v2-seeds:end -->") and "## Reproduction v2 (seeds):" in text
+        assert "reproduce_v2-seeds.json`):" in text  # its goal line names its own file for check.py --v2
+        assert v2.main([*args, "--tag", "Seeds 3"]) == 2
+        assert "--tag must be lower-case letters, digits and dashes" in capsys.readouterr().err
+
     def test_mixed_reports_are_refused_before_any_work(self, tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("MIDEFEND_ORL_DIR", "unused")
         folder = _reports_dir(tmp_path, calor={"classes": range(10)})

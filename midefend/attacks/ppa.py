@@ -15,11 +15,10 @@ work). As in the paper:
   best are kept (see :mod:`midefend.attacks.base`).
 
 Steps: 100 Adam steps at lr 0.1 (the reproduction's setting: 85% attack
-accuracy against the ORL NoDef target); the DESIGN probe used 200. With 100,
-``verify``'s default portfolio on a 40-class ORL NoDef target takes about 12
-minutes on 2 CPU cores; a defended target's adaptive variant adds about twice
-PPA's time (measured: ``benchmarks/RESULTS.md``); pass ``steps=200`` for the
-longer run.
+accuracy against the ORL NoDef target); the DESIGN probe used 200. A defended
+target's adaptive variant costs up to twice PPA's time; the whole default
+portfolio per ORL target is timed in ``benchmarks/RESULTS.md`` (section "How
+long the default verify takes"). Pass ``steps=200`` for the longer run.
 
 The ``"fast"`` preset (``PPAAttack(preset="fast")``, ``midefend verify --fast``)
 is the cheap setting midefend used before: no extra candidates
