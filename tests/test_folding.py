@@ -90,6 +90,38 @@ def test_a_convolution_read_twice_or_shared_is_not_folded():
         assert fold_batchnorm(model) is model
 
 
+def test_pairs_the_swap_could_get_wrong_are_left_alone():
+    class Aliased(nn.Module):  # one conv under two names; forward uses the second
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)
+            self.alias = self.conv
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + 0 * self.alias(x)
+
+    class ReadsWeight(nn.Module):  # the conv's weight is also used directly
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + torch.nn.functional.conv2d(x, self.conv.weight)
+
+    grouped = nn.Sequential(nn.ConvTranspose2d(4, 4, 3, groups=2), nn.BatchNorm2d(4))  # torch's fusion gets its shape wrong
+    hooked = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))
+    hooked[1].register_forward_hook(lambda m, i, o: None)  # would never run in the folded copy
+    half_training = randomise_batchnorm(nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)))
+    half_training[1].train()
+    for model in (Aliased(), ReadsWeight(), grouped, hooked):
+        model = randomise_batchnorm(model)
+        assert fold_batchnorm(model) is model, type(model).__name__
+    assert fold_batchnorm(half_training) is half_training
+    plain_grouped = randomise_batchnorm(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.BatchNorm2d(4)))
+    x = torch.rand(2, 4, 5, 5)
+    torch.testing.assert_close(fold_batchnorm(plain_grouped)(x), plain_grouped(x), atol=1e-5, rtol=1e-5)  # grouped Conv2d is fine
+
+
 def test_training_mode_untraceable_and_batchnorm_free_models_come_back_unchanged():
     class Branchy(nn.Module):
         def __init__(self):
@@ -141,3 +173,33 @@ def test_for_inference_falls_back_when_the_folded_copy_disagrees(monkeypatch):
 
     monkeypatch.setattr(folding, "fold_batchnorm", wrong_fold)
     assert target.for_inference() is target
+
+
+def test_a_classifier_subclass_keeps_its_own_code():
+    class Shifted(Classifier):
+        def forward(self, x):
+            return super().forward(x) + 100.0
+
+    model = randomise_batchnorm(build_model("midefend/resnet_small", num_classes=3, in_chans=1))
+    target = Shifted(model, input_size=(1, 16, 16), mean=(0.5,), std=(0.5,))
+    fast = target.for_inference()
+    assert type(fast) is Shifted and fast.model is not model and count(fast.model, nn.BatchNorm2d) == 0
+    x = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(fast(x), target(x), atol=1e-3, rtol=1e-4)
+    assert fast.model is not target.model and target.model is model  # the caller's wrapper still holds its model
+
+
+def test_a_prior_whose_fold_disagrees_is_used_as_it_is(monkeypatch):
+    from midefend.attacks.priors import DCGANGenerator, GenerativePrior
+
+    prior = GenerativePrior(randomise_batchnorm(DCGANGenerator(latent_dim=8, channels=3, width=4, image_size=16)), name="toy")
+    assert prior.for_inference() is not prior
+
+    def wrong_fold(model, **kwargs):
+        broken = fold_batchnorm(model, **kwargs)
+        with torch.no_grad():
+            next(broken.parameters()).mul_(2.0)  # the first (fused, so not shared) weight: other images
+        return broken
+
+    monkeypatch.setattr(folding, "fold_batchnorm", wrong_fold)
+    assert prior.for_inference() is prior

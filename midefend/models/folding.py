@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import copy
 
+import torch
 import torch.fx as fx
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "foldable_pairs"]
+__all__ = ["fold_batchnorm", "foldable_pairs", "same_outputs"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -37,6 +38,10 @@ def _traceable(model: nn.Module) -> bool:
     return all(type(m).__module__.split(".")[0] in _TRACEABLE_PACKAGES for m in model.modules())
 
 
+def _hooked(m: nn.Module) -> bool:
+    return any(getattr(m, name, None) for name in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+
+
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     return (
         isinstance(conv, _CONVS)
@@ -44,6 +49,10 @@ def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
         and norm.track_running_stats
         and norm.running_mean is not None
         and conv.out_channels == norm.num_features
+        # torch's fusion scales a transposed weight's dim 1, which holds out/groups channels
+        and not (isinstance(conv, nn.modules.conv._ConvTransposeNd) and conv.groups != 1)
+        and not _hooked(conv)  # a hook would see other values, or none
+        and not _hooked(norm)
     )
 
 
@@ -61,10 +70,11 @@ def foldable_pairs(model: nn.Module, *, opaque: tuple[type[nn.Module], ...] = ()
 
     Each module of a pair is called exactly once in the traced ``forward``. Modules of the ``opaque``
     types are not traced into (their code may branch on values); a module whose ``forward`` cannot be
-    traced is searched child by child. ``[]`` when ``model`` is in training mode, has no BatchNorm or
-    holds a module from outside torch/torchvision/timm/midefend.
+    traced is searched child by child. Modules with hooks or a second name, and modules whose
+    parameters ``forward`` reads directly, are left alone. ``[]`` when any part of ``model`` is in
+    training mode, it has no BatchNorm or holds a module from outside torch/torchvision/timm/midefend.
     """
-    if model.training or not any(isinstance(m, _NORMS) for m in model.modules()) or not _traceable(model):
+    if any(m.training for m in model.modules()) or not any(isinstance(m, _NORMS) for m in model.modules()) or not _traceable(model):
         return []
     try:
         graph = _Tracer(tuple(opaque)).trace(model)
@@ -79,6 +89,10 @@ def foldable_pairs(model: nn.Module, *, opaque: tuple[type[nn.Module], ...] = ()
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
     modules = dict(model.named_modules())
+    names: dict[int, int] = {}
+    for _, m in model.named_modules(remove_duplicate=False):
+        names[id(m)] = names.get(id(m), 0) + 1
+    read = [str(node.target) for node in graph.nodes if node.op == "get_attr"]  # e.g. F.conv2d(x, self.conv.weight)
     pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
@@ -86,7 +100,10 @@ def foldable_pairs(model: nn.Module, *, opaque: tuple[type[nn.Module], ...] = ()
         source = node.args[0]
         if source.op != "call_module" or len(source.users) != 1 or calls[source.target] != 1 or calls[node.target] != 1:
             continue  # the conv's output has another reader, or a module is shared: folding would change the other call
-        if _foldable(modules[source.target], modules[node.target]):
+        conv, norm = modules[source.target], modules[node.target]
+        if names[id(conv)] > 1 or names[id(norm)] > 1 or any(r.startswith((f"{source.target}.", f"{node.target}.")) for r in read):
+            continue  # reached under another name, or its weights read directly: the swap would miss that use
+        if _foldable(conv, norm):
             pairs.append((source.target, node.target))
     return pairs
 
@@ -108,3 +125,11 @@ def fold_batchnorm(model: nn.Module, *, opaque: tuple[type[nn.Module], ...] = ()
         _replace(folded, conv_name, fused)
         _replace(folded, norm_name, nn.Identity())
     return folded.eval()
+
+
+def same_outputs(original: nn.Module, folded: nn.Module, probe: torch.Tensor) -> bool:
+    """Whether ``folded`` computes what ``original`` does on ``probe``, up to rounding (the callers' guard on a fold)."""
+    with torch.inference_mode():
+        want, got = original(probe).float(), folded(probe).float()
+    scale = float(want.abs().max().clamp_min(1.0)) if want.numel() else 1.0
+    return got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-3, atol=1e-3 * scale))
