@@ -383,7 +383,10 @@ def markdown(summary: dict[str, Any], results_dir: Path, md_path: Path) -> list[
         "",
         f"{summary['machine']}; {summary['threads']} thread{'s' if summary['threads'] != 1 else ''}; {summary['date']}; load average (1/5/15 min) {summary['load_start']} at the "
         f"start, {summary['load_end']} at the end; wall {summary['wall_seconds'] / 60:.1f} min (reused models and reports cost none; "
-        f"the `verify` runs behind the table took {_verify_minutes(summary):.0f} min as their reports record). Summary: "
+        f"the `verify` runs behind the table took {_verify_minutes(summary):.0f} min as their reports record"
+        + (f", training the {summary['trained_models']} models this script made {summary['train_seconds'] / 60:.0f} min as their records say"
+           if summary.get("trained_models") else "")
+        + "). Summary: "
         f"`{os.path.relpath(results_dir / names['json'], md_dir)}`.",
         "",
         "Each model is attacked by `verify`'s default portfolio (white-box: every registered attack the face-GAN prior allows, "
@@ -392,13 +395,16 @@ def markdown(summary: dict[str, Any], results_dir: Path, md_path: Path) -> list[
         "accuracy; AttAcc@1/@5: the independent evaluation model on the strongest attack's reconstructions; FaceNet AttAcc@1 "
         "and δ_face: FaceNet on the same reconstructions; KNN: evaluation-model feature distance to the class's private "
         'images; Δ = (AttAcc_NoDef − AttAcc_def) / (Acc_NoDef − Acc_def) ("OP" when no accuracy is lost); ± is the std '
-        'over seeds of the strongest AttAcc@1 ("–" with one seed), never over classes.',
+        'over training seeds of the strongest AttAcc@1 (each seed trains its own models, all attacked with attack seed 0; '
+        '"–" with one seed), never over classes.',
         "",
     ]
     if sig:
         lines += [f"Attack settings of every row: {describe_signature(sig)}.", ""]
     if summary.get("skipped"):
         lines += [f"Left out of this run's portfolio (`--skip`): {', '.join(summary['skipped'])}.", ""]
+    if summary.get("note"):
+        lines += [summary["note"], ""]
     if reused:
         cmd = f" (made by `{summary['reports_command']}`)" if summary.get("reports_command") else ""
         lines += [
@@ -485,6 +491,7 @@ class Runner:
         self.models_dir = args.out_dir / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.options: dict[str, Any] = {"seed": 0} | ({"steps": args.steps} if args.steps is not None else {})
+        self.train_seconds: dict[str, float] = {}  # checkpoint -> its training time (this run's or its record's)
 
     def model(self, key: str, seed: int) -> Path:
         """The checkpoint of ``key`` (a RECIPES name) for ``seed``: from --targets-dir (seed 0, default strength) or trained."""
@@ -504,16 +511,19 @@ class Runner:
         if "init" in RECIPES[key]:
             kwargs["init"] = str(self.model(RECIPES[key]["init"], seed))
         record = ckpt.with_suffix(".json")
-        if ckpt.is_file() and record.is_file() and json.loads(record.read_text()).get("settings") == kwargs:
-            return ckpt
+        if ckpt.is_file() and record.is_file():
+            saved = json.loads(record.read_text())
+            if saved.get("settings") == kwargs:
+                self.train_seconds[ckpt.name] = float(saved.get("seconds") or 0.0)
+                return ckpt
         from midefend.training.targets import train_target
 
         print(f"train {ckpt.name}: {kwargs}", flush=True)
         start = time.perf_counter()
         result = train_target("orl", out=ckpt, progress=False, **kwargs)
-        _write_json(
-            record, {"settings": kwargs, "test_accuracy": result.test_accuracy, "seconds": round(time.perf_counter() - start, 1)}
-        )
+        seconds = round(time.perf_counter() - start, 1)
+        _write_json(record, {"settings": kwargs, "test_accuracy": result.test_accuracy, "seconds": seconds})
+        self.train_seconds[ckpt.name] = seconds
         return ckpt
 
     def reused_report(self, defense: str, seed: int) -> tuple[dict[str, Any], Path] | None:
@@ -667,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", default="", help="comma-separated registered attacks left out of the portfolio (said in the section)"
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--note", default="", help="a paragraph for the section: why this run differs from the default (cuts, seeds)")
     parser.add_argument(
         "--tag", default="", help="a name for this run: its own RESULTS section and files (e.g. seeds: reproduce_v2-seeds.json)"
     )
@@ -721,6 +732,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "strengths": strengths,
         "tuned": [str(p) for p in args.tuned],
         "tag": args.tag,
+        "note": args.note.strip(),
     }
     start = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -730,6 +742,7 @@ def run(args: argparse.Namespace, argv: list[str] | None) -> int:
             rows.append(row_from_report(report, defense=defense, seed=seed, source=source))
             check_same_settings(rows)  # fail at the first row that cannot share the table, not at the end
     summary = summarize(rows, margins) | meta | {"load_end": _load(), "wall_seconds": round(time.perf_counter() - start, 1)}
+    summary |= {"trained_models": len(runner.train_seconds), "train_seconds": round(sum(runner.train_seconds.values()), 1)}
     names = outputs(args.tag)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     _write_json(args.results_dir / names["json"], summary)

@@ -204,13 +204,15 @@ class TestRun:
     def test_a_tagged_run_writes_its_own_section_and_files_beside_the_untagged_one(self, tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("MIDEFEND_ORL_DIR", "unused")
         args = self._args(tmp_path, _reports_dir(tmp_path))
-        assert v2.main(args) == 0 and v2.main([*args, "--tag", "seeds"]) == 0
+        assert v2.main(args) == 0 and v2.main([*args, "--tag", "seeds", "--note", "Ten classes, to fit 90 minutes."]) == 0
         assert (tmp_path / "res" / "reproduce_v2.json").is_file() and (tmp_path / "res" / "reproduce_v2-seeds.json").is_file()
         assert (tmp_path / "res" / "tradeoff-v2-seeds.png").is_file()
         text = (tmp_path / "RESULTS.md").read_text()
         assert text.count(v2.START) == 1 and text.count("<!-- reproduce-v2-seeds:start -->") == 1
         assert text.rstrip().endswith("<!-- reproduce-v2-seeds:end -->") and "## Reproduction v2 (seeds):" in text
         assert "reproduce_v2-seeds.json`):" in text  # its goal line names its own file for check.py --v2
+        untagged, tagged = text.split("<!-- reproduce-v2-seeds:start -->")
+        assert "Ten classes" not in untagged and "\n\nTen classes, to fit 90 minutes.\n\n" in tagged  # its own paragraph
         assert v2.main([*args, "--tag", "Seeds 3"]) == 2
         assert "--tag must be lower-case letters, digits and dashes" in capsys.readouterr().err
 
