@@ -445,6 +445,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
     models = summary["datasets"]["orl"]["models"]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    placed: list[tuple[float, float]] = []  # label anchors so far: defenses on (nearly) one point get stacked labels
     for i, (defense, e) in enumerate(models.items()):
         m, s = e["mean"], e["std"]
         color = f"C{i % 10}"
@@ -453,9 +454,10 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                     label=f"{LABELS.get(defense, defense)} ({e['setting']})")  # fmt: skip
         if m["facenet_top1"] is not None:
             ax.plot(x, 100 * m["facenet_top1"], "x", color=color, markersize=7)
-        ax.annotate(
-            LABELS.get(defense, defense), (x, 100 * m["attack_top1"]), textcoords="offset points", xytext=(4, 4), fontsize=8
-        )
+        y = 100 * m["attack_top1"]
+        stack = sum(abs(x - px) < 0.3 and abs(y - py) < 2.0 for px, py in placed)
+        placed.append((x, y))
+        ax.annotate(LABELS.get(defense, defense), (x, y), textcoords="offset points", xytext=(4, 4 - 10 * stack), fontsize=8)
     if "nodef" in models and summary["margins"].get("max_accuracy_loss") is not None:
         ax.axvline(100 * (models["nodef"]["mean"]["accuracy"] - summary["margins"]["max_accuracy_loss"]), ls="--", color="grey", lw=1,
                    label="matched band edge (NoDef − 5 pts)")  # fmt: skip
