@@ -47,18 +47,6 @@ from markdown_section import replace_section  # noqa: E402
 from midefend.io.atomic import atomic_write, atomic_write_text  # noqa: E402
 
 START, END = "<!-- reproduce-v2:start -->", "<!-- reproduce-v2:end -->"
-
-
-def outputs(tag: str) -> dict[str, str]:
-    """Section markers and file names of a run: ``--tag seeds`` writes its own section and files beside the untagged run's."""
-    suffix = f"-{tag}" if tag else ""
-    return {
-        "start": START.replace("reproduce-v2", f"reproduce-v2{suffix}"),
-        "end": END.replace("reproduce-v2", f"reproduce-v2{suffix}"),
-        "json": f"reproduce_v2{suffix}.json",
-        "png": f"tradeoff-v2{suffix}.png",
-        "title": f" ({tag})" if tag else "",
-    }
 DEFENSES = ("nodef", "midre", "calor", "midre+calor", "nls", "mid", "bido", "tl")
 #: the seed-0 checkpoints of ``benchmarks/train_targets.py`` (and the report folders of ``benchmarks/attacks.py``)
 TARGET_STEMS = {"nodef": "orl-nodef", "midre": "orl-midre-0.8", "calor": "orl-calor", "midre+calor": "orl-midre+calor"}
@@ -95,6 +83,23 @@ SECOND_DATASET = (
 )
 #: the attack settings two reports must share to stand in one table
 SIGNATURE_KEYS = ("preset", "steps", "per_class", "seed", "query_budget")
+
+
+def outputs(tag: str) -> dict[str, str]:
+    """Section markers and file names of a run: ``--tag seeds`` writes its own section and files beside the untagged run's."""
+    suffix = f"-{tag}" if tag else ""
+    return {
+        "start": START.replace("reproduce-v2", f"reproduce-v2{suffix}"),
+        "end": END.replace("reproduce-v2", f"reproduce-v2{suffix}"),
+        "json": f"reproduce_v2{suffix}.json",
+        "png": f"tradeoff-v2{suffix}.png",
+        "title": f" ({tag})" if tag else "",
+    }
+
+
+def strength_tag(knobs: dict[str, Any]) -> str:
+    """``{"beta": 0.003}`` -> ``"-beta0.003"``: names a model and its attack folder, so two strengths never share one."""
+    return "".join(f"-{k}{v}" for k, v in sorted(knobs.items()))
 
 
 class RunError(Exception):
@@ -507,8 +512,7 @@ class Runner:
                 if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:
                     shutil.copy2(src, dst)  # read the targets only; work on a copy
                 return dst
-        tag = "".join(f"-{k}{v}" for k, v in sorted(over.items()))
-        ckpt = self.models_dir / f"orl-{key}{tag}-s{seed}.safetensors"
+        ckpt = self.models_dir / f"orl-{key}{strength_tag(over)}-s{seed}.safetensors"
         kwargs = {k: v for k, v in RECIPES[key].items() if k != "init"} | over | {"seed": seed}
         if "init" in RECIPES[key]:
             kwargs["init"] = str(self.model(RECIPES[key]["init"], seed))
@@ -571,8 +575,7 @@ class Runner:
         if self.args.reports_from and seed == 0 and defense in TARGET_STEMS and not self.strengths.get(defense):
             print(f"{defense}-s{seed}: no {TARGET_STEMS[defense]}/report.json in --reports-from; attacking it here", flush=True)
         ckpt = self.model(defense, seed)
-        tag = "".join(f"-{k}{v}" for k, v in sorted(self.strengths.get(defense, {}).items()))
-        out = self.args.out_dir / f"{defense}{tag}-s{seed}"  # one folder per strength: resume never mixes two models
+        out = self.args.out_dir / f"{defense}{strength_tag(self.strengths.get(defense, {}))}-s{seed}"
         settings = {
             "checkpoint": str(ckpt),
             "checkpoint_mtime_ns": ckpt.stat().st_mtime_ns,  # a retrained model is attacked again

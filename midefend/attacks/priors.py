@@ -152,17 +152,14 @@ class GenerativePrior(nn.Module):
         12 % of a generator forward and backward on a CPU, outputs equal up to rounding, < 1e-5).
         ``self`` when there is nothing to fold. The discriminator is shared, not copied.
         """
-        from ..models.folding import fold_batchnorm, same_outputs
+        from ..models.folding import folded_copy
 
-        try:
-            generator = fold_batchnorm(self.generator)
-            if generator is self.generator:
-                return self
-            fast = GenerativePrior(generator, self.discriminator, name=self.name)
-            probe = self.sample_latents(3, generator=torch.Generator().manual_seed(0), device=next(self.generator.parameters()).device)
-            return fast if same_outputs(self, fast, probe) else self
-        except Exception:  # a speed-up only: whatever fails in it, the attacks run the original prior
-            return self
+        return folded_copy(
+            self,
+            self.generator,
+            lambda generator: GenerativePrior(generator, self.discriminator, name=self.name),
+            lambda: self.sample_latents(3, generator=torch.Generator().manual_seed(0), device=next(self.generator.parameters()).device),
+        )
 
     def realness(self, images: torch.Tensor) -> torch.Tensor:
         """Discriminator logit per image ``(B,)`` for images in ``[0, 1]`` (higher = more realistic)."""

@@ -72,17 +72,15 @@ class Classifier(nn.Module):
         something, and the original is used instead.
         """
         from ..defenses.heads import LowRankTanhHead
-        from .folding import fold_batchnorm, same_outputs
+        from .folding import folded_copy
 
-        try:
-            folded = fold_batchnorm(self.model, opaque=(LowRankTanhHead,))  # its forward checks shapes: not traceable
-            if folded is self.model:
-                return self
-            fast = copy.deepcopy(self, memo={id(self.model): folded})  # a subclass keeps its own code and attributes
-            probe = torch.rand(3, *self.input_size, generator=torch.Generator().manual_seed(0)).to(self.mean.device)
-            return fast if same_outputs(self, fast, probe) else self
-        except Exception:  # a speed-up only: whatever fails in it, the attack runs the original model
-            return self
+        return folded_copy(
+            self,
+            self.model,
+            lambda folded: copy.deepcopy(self, memo={id(self.model): folded}),  # a subclass keeps its own code and attributes
+            lambda: torch.rand(3, *self.input_size, generator=torch.Generator().manual_seed(0)).to(self.mean.device),
+            opaque=(LowRankTanhHead,),  # its forward checks shapes: not traceable
+        )
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Adapt ``x`` in ``[0, 1]`` to the model's channels and size, then normalise."""

@@ -20,13 +20,14 @@ that cannot be traced or has nothing to fold.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "foldable_pairs", "same_outputs"]
+__all__ = ["fold_batchnorm", "foldable_pairs", "folded_copy", "same_outputs"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -133,3 +134,18 @@ def same_outputs(original: nn.Module, folded: nn.Module, probe: torch.Tensor) ->
         want, got = original(probe).float(), folded(probe).float()
     scale = float(want.abs().max().clamp_min(1.0)) if want.numel() else 1.0
     return got.shape == want.shape and bool(torch.allclose(got, want, rtol=1e-3, atol=1e-3 * scale))
+
+
+def folded_copy(owner: nn.Module, inner: nn.Module, rebuild: Callable[[nn.Module], nn.Module], probe: Callable[[], torch.Tensor], *,
+                opaque: tuple[type[nn.Module], ...] = ()) -> nn.Module:  # fmt: skip
+    """``rebuild(fold_batchnorm(inner))`` when the fold changes ``inner`` and the rebuilt ``owner`` computes what
+    ``owner`` does on ``probe()``; ``owner`` itself otherwise, or when anything in the fold fails (it is a
+    speed-up only: the original is always a correct answer)."""
+    try:
+        folded = fold_batchnorm(inner, opaque=opaque)
+        if folded is inner:
+            return owner
+        fast = rebuild(folded)
+        return fast if same_outputs(owner, fast, probe()) else owner
+    except Exception:
+        return owner
