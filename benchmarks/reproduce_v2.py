@@ -163,7 +163,8 @@ def report_signature(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "classes": sorted({int(c["class"]) for c in per_class}),
         "eval_model": (report.get("eval_model") or {}).get("name"),
-        "facenet": report.get("facenet") is not None,
+        # reports before the identity verdict had a "facenet" entry; newer ones list every judge
+        "facenet": report.get("facenet") is not None or any(j.get("name") == "facenet" for j in report.get("judges") or []),
         "prior": (report.get("prior") or {}).get("name"),
         "threat_model": report.get("threat_model"),
         "adaptive_mode": report.get("adaptive_mode"),

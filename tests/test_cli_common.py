@@ -62,7 +62,7 @@ def test_exit_code_policy_is_the_same_in_every_command(tmp_path, index):
     assert result.exit_code == 2, result.output
     # verify's --eval-model also takes the word 'facenet', so its message names both choices
     assert re.fullmatch(
-        r"error: Invalid value for .*(?:(?:file|path) '.*missing\.safetensors' does not exist\.|'.*missing\.safetensors' is neither 'facenet' nor an existing checkpoint file).*",
+        r"error: Invalid value for .*(?:(?:file|path) '.*missing\.safetensors' does not exist\.|'.*missing\.safetensors' is neither a face recogniser \(facenet, dlib\) nor an existing checkpoint file).*",
         _one_error_line(result),
     )
     (tmp_path / "garbage.safetensors").write_bytes(b"not a checkpoint at all")

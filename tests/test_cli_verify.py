@@ -64,7 +64,11 @@ class TestCompare:
         result = _run(*args, "--prior", w.paths["prior"], "--out", out, *FAST)
         assert result.exit_code == 0, result.output
         table = (out / "compare.md").read_text().splitlines()
-        assert table[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ | strongest attack |"
+        assert table[0] == ("| model | Acc (%) | identity (%) | judges @1 (%) | eval AttAcc@1 (%) | unconfirmed (%) | eval AttAcc@5 (%) "
+                            "| KNN | FID | Δ | strongest attack |")
+        # no face recogniser on this data: the identity column falls back to the evaluation model, labelled "(eval)"
+        cells = [line.split(" | ") for line in table[2:4]]
+        assert [(c[2].endswith(" (eval)"), c[3], c[2].removesuffix(" (eval)") == c[4].split(" ± ")[0]) for c in cells] == [(True, "–", True)] * 2
         assert [line.split(" | ")[0] for line in table[2:4]] == ["| target", "| eval"]
         assert [line.split(" | ")[-1] for line in table[2:4]] == ["ppa |", "ppa |"]
         rows = json.loads((out / "compare.json").read_text())["rows"]
@@ -173,16 +177,21 @@ class TestFaceNetJudge:
         assert result.exit_code == 0, result.output
         report = json.loads((out / "report.json").read_text())
         face, metrics = report["metrics"]["facenet"], report["metrics"]
-        assert report["eval_model"]["name"] == "eval" and report["facenet"]["name"] == "facenet"
+        assert report["eval_model"]["name"] == "eval"
+        assert [(j["name"], j["independent"]) for j in report["judges"]] == [("eval", False), ("facenet", True)]
         assert 0.0 <= face["attack_acc_top1"] <= face["attack_acc_top5"] <= 1.0 and face["delta_face"] >= 0.0
         # agreement counts reconstructions (10 here) with equal verdicts; with hit rates a and b it lies in [|a + b - 1|, 1 - |a - b|]
         a, b, agree = metrics["attack_acc_top1"], face["attack_acc_top1"], face["agreement"]
         assert abs(agree * 10 - round(agree * 10)) < 1e-5  # a float32 fraction
         assert abs(a + b - 1) - 1e-6 <= agree <= 1 - abs(a - b) + 1e-6
         text = (out / "report.md").read_text()
-        assert "| attack accuracy @1, FaceNet nearest identity (%) |" in text and "| eval model and FaceNet agree" in text
-        assert "FaceNet on target: AttAcc@1" in result.output
+        assert "| facenet nearest identity @1 / @5 (%) |" in text and "| eval model and facenet agree" in text
+        # one independent judge: the headline is its top-1, the evaluation model's number stands beside it
+        identity = metrics["identity"]
+        assert identity["consensus_judges"] == ["facenet"] and identity["consensus_top1"] == face["attack_acc_top1"]
+        assert identity["evaluator_top1"] == metrics["attack_acc_top1"]
+        assert "as judged by facenet" in report["verdict"] and "as judged by facenet" in result.output
 
     def test_bad_eval_model_value_is_a_usage_error(self, tiny_world, tmp_path):
         result = _run("verify", tiny_world.paths["target"], "--eval-model", "facenett")
-        assert result.exit_code == 2 and "'facenett' is neither 'facenet' nor an existing checkpoint file" in result.output
+        assert result.exit_code == 2 and "'facenett' is neither a face recogniser (facenet, dlib) nor an existing checkpoint file" in result.output

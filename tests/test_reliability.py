@@ -897,7 +897,7 @@ class TestUsage:
         if which == "checkpoint":
             expected = f"Invalid value for 'checkpoint': file {q(missing)} does not exist."
         else:  # --eval-model also takes the word 'facenet'
-            expected = f"Invalid value for '--eval-model': {q(missing)} is neither 'facenet' nor an existing checkpoint file"
+            expected = f"Invalid value for '--eval-model': {q(missing)} is neither a face recogniser \\(facenet, dlib\\) nor an existing checkpoint file"
         assert_cli_error(result, expected + " \\(see 'midefend verify --help'\\)", code=2)
         assert files_under(tmp_path) == {}
 

@@ -115,10 +115,21 @@ class TestComparison:
     def test_markdown_table(self):
         rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)], ["NoDef", "MIDRE"])
         lines = render_comparison_markdown(rows).splitlines()
-        assert lines[0] == "| model | Acc (%) | AttAcc@1 (%) | AttAcc@5 (%) | KNN | FID | Δ | strongest attack |"
-        assert lines[2] == "| NoDef | 95.0 | 60.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | – | ppa |"
-        assert lines[3] == "| MIDRE | 90.0 | 30.0 ± 10.0 | 90.0 ± 5.0 | 100.00 | 30.0 | 6.00 | ppa |"
-        assert lines[5] == "Each model is judged by its strongest attack; ± is the std over classes."
+        assert lines[0] == ("| model | Acc (%) | identity (%) | judges @1 (%) | eval AttAcc@1 (%) | unconfirmed (%) | eval AttAcc@5 (%) "
+                            "| KNN | FID | Δ | strongest attack |")
+        # reports without an identity verdict (older ones): the identity cells say so with "–"
+        assert lines[2] == "| NoDef | 95.0 | – | – | 60.0 ± 10.0 | – | 90.0 ± 5.0 | 100.00 | 30.0 | – | ppa |"
+        assert lines[3] == "| MIDRE | 90.0 | – | – | 30.0 ± 10.0 | – | 90.0 ± 5.0 | 100.00 | 30.0 | 6.00 | ppa |"
+        assert lines[5].startswith("Each model is judged by its strongest attack, chosen by the identity headline")
+        assert lines[5].endswith("± is the std over classes; Δ is the papers' trade-off on the evaluation model's accuracy.")
+
+    def test_identity_columns_first(self):
+        identity = {"headline": 0.1, "consensus_top1": 0.1, "unconfirmed_share": 0.875,
+                    "judges": [{"name": "facenet", "top1": 0.2, "independent": True}, {"name": "dlib", "top1": 0.15, "independent": True}]}
+        report = _report("nodef", 0.95, 0.60)
+        report["metrics"]["identity"] = identity
+        cells = comparison_cells(comparison_rows([report])[0])
+        assert cells[:7] == ["nodef", "95.0", "10.0", "facenet 20.0, dlib 15.0", "60.0 ± 10.0", "87.5", "90.0 ± 5.0"]
 
     def test_write_comparison(self, tmp_path):
         rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)])

@@ -67,8 +67,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# Not a terminal (a log, CI, `| tee`): rich would wrap tables at 80 columns and cut cells ("stronge…");
+# a wide console keeps every value whole. A terminal keeps its own width.
+_LOG_WIDTH = 240
+console = Console() if sys.stdout.isatty() else Console(width=_LOG_WIDTH)
+err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=_LOG_WIDTH)
 _state = {"debug": False}
 
 

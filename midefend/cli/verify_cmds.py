@@ -38,14 +38,21 @@ _LossOpt = Annotated[Optional[str], typer.Option("--loss", help="poincare, max-m
 _AugOpt = Annotated[Optional[str], typer.Option("--augment", help="crop+flip, crop (digits) or none (default per attack).")]
 _SeedOpt = Annotated[int, typer.Option("--seed", help="Attack seed.")]
 _DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
+_FacesOpt = Annotated[
+    Optional[bool],
+    typer.Option("--faces/--no-faces", help="Declare the data as faces (default: detected; ORL is): the face recognisers then judge by default."),
+]
 _DataOpt = Annotated[Optional[str], typer.Option("--data", help="orl, digits or a folder (default: the data recorded in the checkpoint).")]
 
 
 def _check_eval_models(values: Optional[list[str]]) -> Optional[list[str]]:
-    # A usage error (exit 2) like typer's exists=True, which a value that may be 'facenet' cannot use.
+    # A usage error (exit 2) like typer's exists=True, which a value that may name a face recogniser cannot use.
+    from ..evaluation.recognisers import registered_recognisers
+
+    known = registered_recognisers()
     for value in values or []:
-        if value.lower() != "facenet" and not Path(value).is_file():
-            raise typer.BadParameter(f"{value!r} is neither 'facenet' nor an existing checkpoint file")
+        if value.lower() not in known and not Path(value).is_file():
+            raise typer.BadParameter(f"{value!r} is neither a face recogniser ({', '.join(known)}) nor an existing checkpoint file")
     return values
 
 
@@ -53,7 +60,7 @@ _EvalOpt = Annotated[
     Optional[list[str]],
     typer.Option(
         "--eval-model",
-        help="Independent judge: a checkpoint and/or 'facenet' (repeatable; default on face data: facenet).",
+        help="Judges: an evaluation-model checkpoint and/or face recognisers 'facenet', 'dlib' (repeatable; default on face data: every installed recogniser).",
         callback=_check_eval_models,
     ),
 ]
@@ -85,16 +92,10 @@ def _print_comparison(rows: list[dict[str, Any]], title: str) -> None:
     for row in rows:
         table.add_row(*comparison_cells(row))
     console.print(table)
-    console.print("Δ: attack accuracy removed per point of accuracy lost, against the first row (OP: no accuracy lost).")
-    for row in rows:
-        if row.get("facenet_attack_acc_top1") is not None:
-            agree = row.get("facenet_agreement")
-            console.print(
-                f"FaceNet on {row['name']}: AttAcc@1 {100 * row['facenet_attack_acc_top1']:.1f}%, "
-                f"@5 {100 * row['facenet_attack_acc_top5']:.1f}%, δ_face {row['facenet_delta_face']:.3f}"
-                + (f", agrees with the eval model on {100 * agree:.1f}%" if agree is not None else ""),
-                highlight=False,
-            )
+    console.print("identity: reconstructions every independent face recogniser places nearest their person (\"(eval)\": no independent "
+                  "judge, the evaluation model's acceptance); unconfirmed: the evaluation model's hits no independent judge confirms; "
+                  "Δ: evaluation-model attack accuracy removed per point of accuracy lost, against the first row (OP: no accuracy lost).",
+                  highlight=False, soft_wrap=True)
 
 
 def _print_attacks(report: dict[str, Any]) -> None:
@@ -122,6 +123,7 @@ def _print_dry_run(checkpoints: list[Path], common: dict[str, Any], repeats: int
 def verify_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Target checkpoint (.safetensors).", exists=True, dir_okay=False)],
     eval_model: _EvalOpt = None,
+    faces: _FacesOpt = None,
     data: _DataOpt = None,
     train_data: _TrainDataOpt = None,
     test_data: _TestDataOpt = None,
@@ -155,7 +157,7 @@ def verify_cmd(
     from ..evaluation.verify import verify
 
     common = {
-        "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
+        "eval_model": eval_model, "faces": faces, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
         "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool, query_budget, public, gan_steps),
         "train_data": train_data, "test_data": test_data,
     }
@@ -186,6 +188,7 @@ def verify_cmd(
 def compare_cmd(
     models: Annotated[list[Path], typer.Argument(help="NoDef checkpoint first, then defended ones; or their report.json files.", exists=True)],
     eval_model: _EvalOpt = None,
+    faces: _FacesOpt = None,
     data: _DataOpt = None,
     prior: _PriorOpt = "face-gan",
     attack: _AttackOpt = None,
@@ -217,7 +220,7 @@ def compare_cmd(
     if len(models) < 2:
         raise ConfigError(f"compare needs a NoDef model and at least one defended model, got {len(models)} path(s)")
     common = {
-        "eval_model": eval_model, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
+        "eval_model": eval_model, "faces": faces, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
         "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool, query_budget, public, gan_steps),
     }
     if dry_run:

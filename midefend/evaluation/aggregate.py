@@ -43,6 +43,10 @@ def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             out[key] = float(statistics.fmean(values)) if not all(isinstance(v, int) for v in values) else values[0]
         else:
             out[key] = value
+    if len(runs) > 1 and isinstance(runs[0].get("identity"), dict):
+        from .consensus import average_verdicts
+
+        out["identity"] = average_verdicts([r["identity"] for r in runs])
     for key in _ACC_KEYS:
         out[f"{key}_std_classes"] = float(statistics.fmean(r[f"{key}_std"] for r in runs))
         out[f"{key}_std_runs"] = float(statistics.pstdev(r[key] for r in runs)) if len(runs) > 1 else None
@@ -61,19 +65,36 @@ def combine_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def strength(row: dict[str, Any]) -> tuple[float, float]:
+    """How strong one portfolio row is: the identity headline first, the evaluator's accuracy @1 to break ties.
+
+    The identity headline (``metrics["identity"]["headline"]``: the consensus of the independent
+    judges, see :mod:`~midefend.evaluation.consensus`) decides; rows of older reports without it
+    are ranked by the evaluation model alone.
+    """
+    m = row["metrics"]
+    identity = m.get("identity") or {}
+    headline = identity.get("headline")
+    return (float(headline) if headline is not None else float(m["attack_acc_top1"]), float(m["attack_acc_top1"]))
+
+
 def strongest(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The row with the highest evaluator attack accuracy @1 (the first of equals, in portfolio order).
+    """The row with the highest :func:`strength` (the first of equals, in portfolio order).
 
     >>> strongest([{"name": "a", "metrics": {"attack_acc_top1": 0.4}}, {"name": "b", "metrics": {"attack_acc_top1": 0.6}}])["name"]
+    'b'
+    >>> rows = [{"name": "a", "metrics": {"attack_acc_top1": 0.9, "identity": {"headline": 0.05}}},
+    ...         {"name": "b", "metrics": {"attack_acc_top1": 0.6, "identity": {"headline": 0.10}}}]
+    >>> strongest(rows)["name"]  # the evaluator prefers a; the independent judges confirm more of b
     'b'
     """
     if not rows:
         raise ConfigError("the portfolio produced no attack rows")
     best = 0
     for i, row in enumerate(rows):
-        if row["metrics"]["attack_acc_top1"] > rows[best]["metrics"]["attack_acc_top1"]:
+        if strength(row) > strength(rows[best]):
             best = i
     return rows[best]
 
 
-__all__ = ["combine_runs", "strongest"]
+__all__ = ["combine_runs", "strength", "strongest"]

@@ -8,14 +8,15 @@
 - ``grid.png``: one row per attacked class — a private image of the class,
   then its reconstructions, best first.
 
-``midefend compare`` turns several reports into one table in the papers'
-layout — Acc, AttAcc@1, AttAcc@5, KNN, FID, Δ — the first report being the
+``midefend compare`` turns several reports into one table: the identity columns first
+(the consensus of the independent judges, each judge, the evaluation model's hits they do not
+confirm), then the papers' layout — AttAcc@1, AttAcc@5, KNN, FID, Δ — the first report being the
 undefended (NoDef) reference of Δ.
 
 >>> row = {"name": "nodef", "accuracy": 0.95, "attack_acc_top1": 0.6, "attack_acc_top1_std": 0.2,
 ...        "attack_acc_top5": 0.9, "attack_acc_top5_std": 0.1, "knn_distance": 120.0, "fid": 35.0, "delta": None}
 >>> print(render_comparison_markdown([{**row, "strongest_attack": "ppa"}]).splitlines()[2])
-| nodef | 95.0 | 60.0 ± 20.0 | 90.0 ± 10.0 | 120.00 | 35.0 | – | ppa |
+| nodef | 95.0 | – | – | 60.0 ± 20.0 | – | 90.0 ± 10.0 | 120.00 | 35.0 | – | ppa |
 """
 
 from __future__ import annotations
@@ -56,21 +57,42 @@ def std_label(metrics: dict[str, Any]) -> str:
     return "std over classes"
 
 
+def scope_prefix(report: dict[str, Any]) -> str:
+    """What the verdict covers when it is less than a verdict: a smoke-test preset, a subset of the classes.
+
+    >>> scope_prefix({"attacks": [{"preset": "fast"}], "metrics": {"per_class": [{}, {}]}, "target": {"num_classes": 40}})
+    'smoke test (--fast), not a verdict; 2 of 40 classes attacked: '
+    """
+    parts = []
+    if any(r.get("preset") == "fast" for r in report.get("attacks", [])):
+        parts.append("smoke test (--fast), not a verdict")
+    done, total = len(report.get("metrics", {}).get("per_class") or []), (report.get("target") or {}).get("num_classes")
+    if total and 0 < done < total:
+        parts.append(f"{done} of {total} classes attacked")
+    return "; ".join(parts) + ": " if parts else ""
+
+
 def verdict_line(report: dict[str, Any]) -> str:
-    """The one-line verdict: the strongest attack, its accuracy, and whether its optimisation worked.
+    """The one-line verdict: what the strongest attack recovers as the independent judges see it, and whether its optimisation worked.
+
+    Reports without an identity verdict (older ones, or none computed) give the evaluator's acceptance, named as such.
 
     >>> m = {"attack_acc_top1": 0.531, "attack_acc_top1_std": 0.02, "std_over": "runs", "runs": 5, "target_acc_top1": 0.95}
     >>> verdict_line({"strongest_attack": "ppa+eot", "metrics": m, "attacks": [{"name": "ppa+eot", "adaptive": True, "threat_model": "white-box"}]})
-    'strongest attack ppa+eot (white-box, adaptive): 53.1 ± 2.0% of reconstructions recognised by the independent evaluator (std over 5 runs); the target itself recognises 95.0%'
+    'strongest attack ppa+eot (white-box, adaptive): 53.1 ± 2.0% of reconstructions accepted by the evaluation model (std over 5 runs; no independent judge); the target itself recognises 95.0%'
     """
+    from .consensus import IdentityVerdict, verdict_sentence
+
     m = report["metrics"]
     name = report.get("strongest_attack") or report.get("attack", {}).get("attack", "?")
     row = next((r for r in report.get("attacks", []) if r.get("name") == name), {})
     kind = ", ".join(x for x in (row.get("threat_model"), "adaptive" if row.get("adaptive") else None) if x)
-    line = (
-        f"strongest attack {name}{f' ({kind})' if kind else ''}: {_pct(m['attack_acc_top1'], m.get('attack_acc_top1_std'))}% of "
-        f"reconstructions recognised by the independent evaluator ({std_label(m)})"
-    )
+    if m.get("identity"):
+        what = verdict_sentence(IdentityVerdict.from_json(m["identity"]))
+    else:
+        what = (f"{_pct(m['attack_acc_top1'], m.get('attack_acc_top1_std'))}% of reconstructions accepted by the evaluation model "
+                f"({std_label(m)}; no independent judge)")
+    line = f"{scope_prefix(report)}strongest attack {name}{f' ({kind})' if kind else ''}: {what}"
     target_acc = m.get("target_acc_top1")
     if target_acc is not None:
         line += f"; the target itself recognises {_pct(target_acc)}%"
@@ -79,18 +101,40 @@ def verdict_line(report: dict[str, Any]) -> str:
     return line
 
 
-ATTACK_HEADER = ("attack", "threat model", "adaptive", "AttAcc@1 (%)", "AttAcc@5 (%)", "target acc on recon. (%)", "KNN", "FID", "queries", "time (s)")
+ATTACK_HEADER = (
+    "attack", "threat model", "adaptive", "identity (%)", "judges @1 (%)", "eval model @1 (%)", "unconfirmed (%)",
+    "eval model @5 (%)", "target acc on recon. (%)", "KNN", "FID", "queries", "time (s)",
+)  # fmt: skip
+
+
+def _judge_cells(identity: dict[str, Any] | None) -> tuple[str, str, str]:
+    # (headline, each judge's top-1 with its name, unconfirmed share); "–" where not computed
+    if not identity:
+        return "–", "–", "–"
+    head = _pct(identity["headline"]) + ("" if identity.get("consensus_top1") is not None else " (eval)")
+    judges = ", ".join(f"{j['name']}{'' if j.get('independent', True) else '*'} {_pct(j['top1'])}" for j in identity.get("judges", [])) or "–"
+    return head, judges, _pct(identity.get("unconfirmed_share"))
 
 
 def attack_cells(row: dict[str, Any], *, time: bool = True) -> list[str]:
-    """The cells of one portfolio row, in :data:`ATTACK_HEADER` order (without the time with ``time=False``)."""
+    """The cells of one portfolio row, in :data:`ATTACK_HEADER` order (without the time with ``time=False``).
+
+    ``identity`` is the consensus of the independent judges ("(eval)": no independent judge, the evaluation
+    model's acceptance); a judge marked ``*`` shares the target's network and is left out of the consensus.
+    """
     m = row["metrics"]
+    head, judges, unconfirmed = _judge_cells(m.get("identity"))
+    evaluator = m.get("evaluator") or "eval"
+    has_eval = evaluator not in {j.get("name") for j in (m.get("identity") or {}).get("judges", [])}
     cells = [
         str(row["name"]),
         str(row.get("threat_model", "?")),
         "yes" if row.get("adaptive") else "no",
-        _pct(m["attack_acc_top1"], m.get("attack_acc_top1_std")),
-        _pct(m["attack_acc_top5"], m.get("attack_acc_top5_std")),
+        head,
+        judges,
+        _pct(m["attack_acc_top1"], m.get("attack_acc_top1_std")) if has_eval else "–",
+        unconfirmed,
+        _pct(m["attack_acc_top5"], m.get("attack_acc_top5_std")) if has_eval else "–",
         _pct(m.get("target_acc_top1")),
         _num(m.get("knn_distance"), 2),
         _num(m.get("fid"), 1),
@@ -109,7 +153,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"**Verdict: {report.get('verdict') or verdict_line(report)}.**",
         "",
         f"- target: `{target.get('path', '?')}` ({target.get('arch', '?')}, defense: {target.get('defense') or 'none'})",
-        f"- evaluation model: `{report.get('eval_model', {}).get('path', '?')}` ({report.get('eval_model', {}).get('arch', '?')})",
+        *_judge_lines(report),
         f"- prior: {(report.get('prior') or {}).get('name', 'none')}",
         f"- threat model: {report.get('threat_model', 'white-box')}; adaptive attacks: {report.get('adaptive_mode', 'auto')}; "
         f"runs per attack: {report.get('repeats', 1)}",
@@ -124,17 +168,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| metric | value |",
         "|---|---|",
         f"| natural accuracy (%) | {_pct(m.get('accuracy'))} |",
-        f"| attack accuracy @1, eval model (%) | {_pct(m['attack_acc_top1'], m['attack_acc_top1_std'])} |",
-        f"| attack accuracy @5, eval model (%) | {_pct(m['attack_acc_top5'], m['attack_acc_top5_std'])} |",
+        *_identity_rows(m.get("identity")),
+        f"| attack accuracy @1, {_primary_name(m)} (%) | {_pct(m['attack_acc_top1'], m['attack_acc_top1_std'])} |",
+        f"| attack accuracy @5, {_primary_name(m)} (%) | {_pct(m['attack_acc_top5'], m['attack_acc_top5_std'])} |",
     ]
     if m.get("std_over") == "runs":
         lines.append(f"| per-class spread of attack accuracy @1 (std over classes, %) | {_pct(m.get('attack_acc_top1_std_classes'))} |")
     lines += [
-        f"| KNN distance (eval features) | {_num(m['knn_distance'], 2)} |",
-        f"| FID (eval features) | {_num(m['fid'], 1) if m.get('fid') is not None or 'fid' not in (m.get('not_computed') or {}) else 'not computed: ' + m['not_computed']['fid']} |",
+        f"| KNN distance ({_primary_name(m).replace(' model', '')} features) | {_num(m['knn_distance'], 2)} |",
+        f"| FID ({_primary_name(m).replace(' model', '')} features) | {_num(m['fid'], 1) if m.get('fid') is not None or 'fid' not in (m.get('not_computed') or {}) else 'not computed: ' + m['not_computed']['fid']} |",
         f"| target's own accuracy on reconstructions (%) | {_pct(m.get('target_acc_top1'))} |",
         f"| target's mean confidence on reconstructions | {_num(m.get('target_confidence_mean'), 3)} |",
-        *_facenet_rows(m.get("facenet")),
+        *(row for j in (m.get("identity") or {}).get("judges", []) for row in _recogniser_rows(j["name"], m.get(j["name"]))),
         "",
         "A low attack accuracy together with a low *target* accuracy on the reconstructions means the",
         "optimisation failed, not that the identity is hidden: compare models by their strongest attack.",
@@ -157,17 +202,53 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + ("\n" if rows else "")
 
 
-def _facenet_rows(face: dict[str, Any] | None) -> list[str]:
-    # FaceNet's verdict (midefend.evaluation.identity), when it judged the attack.
+def _primary_name(m: dict[str, Any]) -> str:
+    # the judge of the papers' metrics: the evaluation model, or (without one) the first face recogniser
+    evaluator = m.get("evaluator")
+    return "eval model" if evaluator in (None, "eval") or evaluator not in {j.get("name") for j in (m.get("identity") or {}).get("judges", [])} else evaluator
+
+
+def _judge_lines(report: dict[str, Any]) -> list[str]:
+    # every judge named as what it is; older reports name only the evaluation model
+    judges = report.get("judges")
+    if judges is None:
+        ev = report.get("eval_model") or {}
+        return [f"- evaluation model: `{ev.get('path', '?')}` ({ev.get('arch', '?')})"]
+    lines = []
+    for j in judges:
+        status = "independent" if j.get("independent") else "not independent"
+        lines.append(f"- judge {j['name']}: {j.get('description', '?')} ({status}{'; ' + j['note'] if j.get('note') else ''})")
+    return lines
+
+
+def _identity_rows(identity: dict[str, Any] | None) -> list[str]:
+    if not identity:
+        return ["| identity: no verdict of independent judges in this report | – |"]
+    if identity.get("consensus_top1") is None:
+        rows = ["| identity: no independent judge — the headline is the evaluation model's acceptance | – |"]
+    else:
+        who = " + ".join(identity["consensus_judges"])
+        rows = [
+            f"| **identity: confirmed by every independent judge ({who}), top-1 (%)** | **{_pct(identity['consensus_top1'])}** (chance {_pct(identity['chance_top1'])}) |",
+            f"| identities recovered (≥ half their reconstructions confirmed) | {identity['identities_recovered']:g} of {identity['n_identities']} (chance {identity['identities_by_chance']:.1f}) |",
+        ]
+    for j in identity.get("judges", []):
+        mark = "" if j.get("independent", True) else " — not independent, left out of the consensus"
+        rows.append(f"| {j['name']} nearest identity @1 / @5 (%){mark} | {_pct(j['top1'])} / {_pct(j['top5'])} (chance {_pct(j['chance_top1'])} / {_pct(j['chance_top5'])}) |")
+    if identity.get("unconfirmed_share") is not None:
+        rows.append(f"| evaluation model's hits no independent judge confirms (%) | {_pct(identity['unconfirmed_share'])} |")
+    return rows
+
+
+def _recogniser_rows(name: str, face: dict[str, Any] | None) -> list[str]:
+    # one face recogniser's δ_face, agreement and alignment fallbacks (midefend.evaluation.identity)
     if not face:
         return []
-    rows = [
-        f"| attack accuracy @1, FaceNet nearest identity (%) | {_pct(face['attack_acc_top1'], face['attack_acc_top1_std'])} |",
-        f"| attack accuracy @5, FaceNet nearest identity (%) | {_pct(face['attack_acc_top5'], face['attack_acc_top5_std'])} |",
-        f"| δ_face (FaceNet l2 distance to the nearest private image) | {_num(face['delta_face'], 3)} |",
-    ]
+    rows = [f"| δ_face ({name} l2 distance to the nearest private image) | {_num(face['delta_face'], 3)} |"]
     if face.get("agreement") is not None:
-        rows.append(f"| eval model and FaceNet agree (same top-1 hit/miss, %) | {_pct(face['agreement'])} |")
+        rows.append(f"| eval model and {name} agree (same top-1 hit/miss, %) | {_pct(face['agreement'])} |")
+    if face.get("fallbacks"):
+        rows.append(f"| {name}: reconstructions with no face found (centre-crop fallback) | {face['fallbacks']} |")
     return rows
 
 
@@ -261,6 +342,7 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
                 **{key: m.get(key) for key in ("accuracy", "attack_acc_top1", "attack_acc_top1_std", "attack_acc_top5", "attack_acc_top5_std", "knn_distance", "fid", "target_acc_top1")},
                 "delta": delta,
                 **{f"facenet_{key}": (m.get("facenet") or {}).get(key) for key in ("attack_acc_top1", "attack_acc_top5", "delta_face", "agreement")},
+                "identity": m.get("identity"),
                 "no_accuracy_lost": no_loss,
                 "strongest_attack": report.get("strongest_attack") or report.get("attack", {}).get("attack"),
                 "std_over": m.get("std_over", "classes"),
@@ -273,15 +355,19 @@ def _delta_text(row: dict[str, Any]) -> str:
     return "–" if row.get("no_accuracy_lost") is None else format_delta(row.get("delta"))
 
 
-COMPARISON_HEADER = ("model", "Acc (%)", "AttAcc@1 (%)", "AttAcc@5 (%)", "KNN", "FID", "Δ", "strongest attack")
+COMPARISON_HEADER = ("model", "Acc (%)", "identity (%)", "judges @1 (%)", "eval AttAcc@1 (%)", "unconfirmed (%)", "eval AttAcc@5 (%)", "KNN", "FID", "Δ", "strongest attack")
 
 
 def comparison_cells(row: dict[str, Any]) -> list[str]:
     """The table cells of one row, in :data:`COMPARISON_HEADER` order."""
+    head, judges, unconfirmed = _judge_cells(row.get("identity"))
     return [
         str(row["name"]),
         _pct(row.get("accuracy")),
+        head,
+        judges,
         _pct(row["attack_acc_top1"], row.get("attack_acc_top1_std")),
+        unconfirmed,
         _pct(row["attack_acc_top5"], row.get("attack_acc_top5_std")),
         _num(row.get("knn_distance"), 2),
         _num(row.get("fid"), 1),
@@ -295,7 +381,9 @@ def render_comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COMPARISON_HEADER) + " |", "|" + "---|" * len(COMPARISON_HEADER)]
     lines += ["| " + " | ".join(comparison_cells(row)) + " |" for row in rows]
     kinds = sorted({row.get("std_over", "classes") for row in rows})
-    lines += ["", "Each model is judged by its strongest attack; ± is the std over " + " or ".join(kinds) + "."]
+    lines += ["", "Each model is judged by its strongest attack, chosen by the identity headline (the consensus of the independent "
+              "judges; \"(eval)\": no independent judge). ± is the std over " + " or ".join(kinds) + "; Δ is the papers' trade-off on the "
+              "evaluation model's accuracy."]
     if len(kinds) > 1:
         lines.append("Warning: the rows mix a std over runs with a std over classes; do not compare their ± directly.")
     return "\n".join(lines) + "\n"

@@ -113,6 +113,7 @@ def prepare_verify(
     train_data: str | Path | None = None,
     test_data: str | Path | None = None,
     contract: dict[str, Any] | None = None,
+    faces: bool | None = None,
 ) -> SimpleNamespace:
     """Load everything a verify run needs and plan its attacks (no attack runs here).
 
@@ -134,8 +135,8 @@ def prepare_verify(
     target_ckpt = _load(checkpoint, device)
     target_name = Path(target_ckpt.path).stem if getattr(target_ckpt, "path", None) else "target"
     train, test = load_private_data(target_ckpt, data, split_seed=split_seed, train_data=train_data, test_data=test_data)
-    judges = build_evaluators(eval_model, target_ckpt=target_ckpt, train=train, device=device, load=_load)  # a checkpoint and/or FaceNet
-    eval_ckpt, evaluator, eval_order = judges.trained_ckpt, judges.face, None
+    judges = build_evaluators(eval_model, target_ckpt=target_ckpt, train=train, device=device, load=_load, faces=faces)  # a checkpoint and/or face recognisers
+    eval_ckpt, evaluator, eval_order = judges.trained_ckpt, judges.primary, None
     if eval_ckpt is not None:
         evaluator, eval_order = evaluator_in_target_order(eval_ckpt, train.classes, train.classes)
         judges.trained = evaluator
@@ -186,12 +187,15 @@ def verify(
     preprocess: dict[str, Any] | None = None,
     shard: str | None = None,
     merge: bool = False,
+    faces: bool | None = None,
 ) -> dict[str, Any]:
     """Attack ``checkpoint`` with a portfolio of attacks; write ``report.json``, ``report.md`` and grids to ``out_dir``.
 
     Args:
-        eval_model: the independent judge: a checkpoint, ``"facenet"``, or a list of both;
-            default FaceNet on face data (see :mod:`~midefend.evaluation.evaluators`).
+        eval_model: the judges: an evaluation-model checkpoint and/or face recognisers
+            (``"facenet"``, ``"dlib"``); default on face data: every installed face recogniser
+            (see :mod:`~midefend.evaluation.evaluators`).
+        faces: the data shows faces (``None``: detected, ORL is); decides the default judges.
         checkpoint, eval_model: paths of midefend checkpoints (or loaded ``Checkpoint`` objects);
             ``checkpoint`` may also be a model object (``nn.Module``, transformers models
             included) with its input contract ``input_size``, ``mean``, ``std`` and
@@ -238,14 +242,18 @@ def verify(
     run = prepare_verify(
         checkpoint, eval_model=eval_model, data=data, prior=prior, attack=attack, threat_model=threat_model, adaptive=adaptive,
         fast=fast, classes=classes, device=device, split_seed=split_seed, attack_options=attack_options,
-        train_data=train_data, test_data=test_data,
+        train_data=train_data, test_data=test_data, faces=faces,
         contract={"input_size": input_size, "mean": mean, "std": std, "classes": class_names, "preprocess": preprocess},
     )
     out = Path(out_dir)
     if log is not None:
+        if eval_model is None:
+            log("judges: " + ", ".join(f"{j.name} ({j.description})" for j in run.judges.faces) + " — the independent face recognisers, the default on face data")
         for metric, reason in run.not_computed.items():
             log(f"note: {metric.upper()} will not be computed ({reason})")
     run.evaluator.to(device)  # in place: the judges hold this module
+    for face in run.judges.faces:
+        face.evaluator.to(device)
     target = run.target.to(device)
     base_seed = int((attack_options or {}).get("seed", 0))
     rows: list[dict[str, Any]] = []
@@ -289,7 +297,9 @@ def verify(
         grids[plan.label] = _at_size(results[0].images, tuple(run.train.images.shape[1:]))
         if log is not None:
             m = row["metrics"]
-            log(f"{plan.label}: attack acc@1 {100 * m['attack_acc_top1']:.1f}%, target's own acc on its reconstructions "
+            ident = m["identity"]
+            log(f"{plan.label}: {ident['headline_source']} {100 * ident['headline']:.1f}% (chance {100 * ident['chance_top1']:.1f}%), "
+                f"evaluator acc@1 {100 * m['attack_acc_top1']:.1f}%, target's own acc on its reconstructions "
                 f"{100 * (m.get('target_acc_top1') or 0):.1f}%, {row['seconds']:.0f} s")
     if shards:
         return {"format": "midefend-verify-shard", "shard": shard or f"{part.shard}", "runs": shards, "merged_by": "--merge" if shard else "rank 0"}
@@ -301,8 +311,8 @@ def verify(
         "target": _describe(run.target_ckpt, run.target_name),
         "eval_model": _describe(run.eval_ckpt, Path(run.eval_ckpt.path).stem if getattr(run.eval_ckpt, "path", None) else "eval")
         if run.eval_ckpt is not None
-        else run.judges.describe_face(),
-        "facenet": run.judges.describe_face() if run.judges.face is not None else None,
+        else None,
+        "judges": run.judges.describe(),
         "prior": run.prior.config() if run.prior is not None else None,
         "data": {
             "spec": str(data) if data is not None else recorded_data(run.target_ckpt).get("spec"), "n_train": len(run.train), "n_test": len(run.test),
