@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import doctest
 import json
+import re
 import pickle
 import struct
 from pathlib import Path
@@ -470,10 +471,23 @@ class TestLoadErrors:
 
     def test_overlapping_tensors(self, tmp_path, timm_file):
         header, data = _header_and_data(timm_file)
-        header["fc.bias"]["data_offsets"] = header["fc.weight"]["data_offsets"][:1] + [header["fc.weight"]["data_offsets"][0] + 28]
+        # fc.bias 4 bytes earlier: it overlaps the tensor before it (and leaves 4 bytes after it undescribed)
+        begin, end = header["fc.bias"]["data_offsets"]
+        header["fc.bias"]["data_offsets"] = [begin - 4, end - 4]
         _write_with_header(tmp_path / "o.safetensors", header, data)
-        with pytest.raises(CheckpointError, match=r"tensor '.*' (overlaps the previous tensor|leaves a gap at byte \d+)"):
+        with pytest.raises(CheckpointError, match=rf"tensor 'fc.bias' overlaps the previous tensor \(data_offsets start at {begin - 4}\)$"):
             load_checkpoint(tmp_path / "o.safetensors")
+
+    def test_gap_between_tensors(self, tmp_path, timm_file):
+        # The last tensor moved 4 bytes on, with 4 spare bytes inserted before it: every range is the right size,
+        # nothing overlaps and the file's length matches the header, but 4 bytes belong to no tensor.
+        header, data = _header_and_data(timm_file)
+        key = max((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])
+        begin, end = header[key]["data_offsets"]
+        header[key]["data_offsets"] = [begin + 4, end + 4]
+        _write_with_header(tmp_path / "g4.safetensors", header, data[:begin] + b"\x00" * 4 + data[begin:])
+        with pytest.raises(CheckpointError, match=rf"tensor '{re.escape(key)}' leaves a gap at byte {begin} \(data_offsets start at {begin + 4}\)$"):
+            load_checkpoint(tmp_path / "g4.safetensors")
 
     def test_consistent_header_wrong_shapes_for_architecture(self, tmp_path, timm_model):
         # Weights of a 9-class model under metadata that says 7 classes.
