@@ -158,6 +158,8 @@ class TestParseClasses:
 class _PooledEmbedder(torch.nn.Module):
     """A cheap stand-in for FaceNet: 4x4 average pooling of the grey image, unit length."""
 
+    name, description = "facenet", "4x4 pooled pixels (a test stand-in)"
+
     def __init__(self) -> None:
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
@@ -169,9 +171,9 @@ class _PooledEmbedder(torch.nn.Module):
 
 class TestFaceNetJudge:
     def test_both_judges_and_their_agreement(self, tiny_world, tmp_path, monkeypatch):
-        import midefend.facenet
+        import midefend.evaluation.recognisers as recognisers
 
-        monkeypatch.setattr(midefend.facenet, "load_facenet", lambda device="cpu": _PooledEmbedder())
+        monkeypatch.setattr(recognisers, "load_recogniser", lambda name, device="cpu": _PooledEmbedder())
         out = tmp_path / "both"
         result = _run(*_verify_args(tiny_world, out, "--eval-model", "facenet"))
         assert result.exit_code == 0, result.output

@@ -27,20 +27,32 @@ from .reports import write_comparison as write_comparison
 from .reports import write_report as write_report
 from .verify import parse_classes as parse_classes
 from .verify import verify as verify
+from .recognisers import available_recognisers as available_recognisers
+from .recognisers import load_recogniser as load_recogniser
+from .recognisers import register_recogniser as register_recogniser
+from .. import dlibface as _dlibface
+from .. import facenet as _facenet
+
+# The built-in independent face judges, in the order verify lists them (each package stays free of this layer).
+register_recogniser("facenet", _facenet.load_facenet, _facenet.is_available, _facenet.FaceNet.description)
+register_recogniser("dlib", _dlibface.load_dlibface, _dlibface.is_available, _dlibface.DlibFace.description)
 
 __all__ = [
     "AccuracyStat",
     "Classifier",
     "accuracy",
     "attack_accuracy",
+    "available_recognisers",
     "comparison_rows",
     "evaluate_attack",
     "extract_features",
     "frechet_distance",
     "knn_distance",
+    "load_recogniser",
     "load_report",
     "natural_accuracy",
     "parse_classes",
+    "register_recogniser",
     "render_comparison_markdown",
     "save_grid",
     "topk_hits",

@@ -99,7 +99,9 @@ def build_evaluators(eval_model: Any, *, target_ckpt: Any, train: Any, device: s
     ``load`` turns a path into a loaded checkpoint (``verify``'s loader); ``faces`` declares the data
     as faces (``None``: detected from the data set's name).
     """
-    from .recognisers import available_recognisers, install_hint, load_recogniser
+    from ..dlibface.loader import INSTALL_HINT as DLIB_HINT
+    from ..facenet.loader import INSTALL_HINT as FACENET_HINT
+    from .recognisers import available_recognisers, load_recogniser
 
     checkpoints, names = split_eval_specs(eval_model, known=_recogniser_names())
     if len(checkpoints) > 1:
@@ -110,7 +112,7 @@ def build_evaluators(eval_model: Any, *, target_ckpt: Any, train: Any, device: s
             raise ConfigError("no evaluation model: pass --eval-model EVAL.safetensors (an independent model trained on the private data), or --eval-model facenet for face data")
         names = available_recognisers()
         if not names:
-            raise ConfigError(f"no evaluation model: the face recognisers, the default on face data, are not installed ({install_hint()}); or pass --eval-model EVAL.safetensors")
+            raise ConfigError(f"no evaluation model: the face recognisers, the default on face data, are not installed (FaceNet: {FACENET_HINT}; dlib: {DLIB_HINT}); or pass --eval-model EVAL.safetensors")
     out = Evaluators()
     if checkpoints:
         spec = checkpoints[0]

@@ -106,7 +106,12 @@ class NearestIdentityEvaluator(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.embedder.parameters()).device
+        """Where the embedder's weights are; an embedder without torch parameters (dlib) says, or the CPU."""
+        params = self.embedder.parameters() if hasattr(self.embedder, "parameters") else iter(())
+        first = next(params, None)
+        if first is not None:
+            return first.device
+        return torch.device(getattr(self.embedder, "device", "cpu"))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(N, D)``, float32 on the CPU, without autograd (cached by content)."""

@@ -282,6 +282,10 @@ class FaceNet(nn.Module):
     """
 
     input_size = 160
+    #: The recogniser registry's name (:mod:`midefend.evaluation.recognisers`).
+    name = "facenet"
+    #: Exactly which network this is.
+    description = "FaceNet Inception-ResNet-v1 (CASIA-WebFace, 2018 release, 512-d) — not the VGGFace2 model PPA and MIBench use"
 
     def __init__(self, net: InceptionResnetV1) -> None:
         super().__init__()
