@@ -81,7 +81,11 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
         "note": args.note,
         "targets": {},
     }
-    judges = [models_dir / f"{args.eval_name}.safetensors", *(["facenet"] if args.facenet else [])]
+    from midefend.evaluation.recognisers import available_recognisers
+
+    faces = available_recognisers() if args.facenet else []
+    summary["judges"] = faces
+    judges = [models_dir / f"{args.eval_name}.safetensors", *faces]
     for label, stem in wanted.items():
         start = time.perf_counter()
         report = verify(
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace, publish: Any) -> dict[str, Any]:
                 {k: row[k] for k in ("name", "adaptive", "threat_model", "seconds", "queries")}
                 | {k: row["metrics"].get(k) for k in ("attack_acc_top1", "attack_acc_top1_std", "attack_acc_top5", "target_acc_top1", "knn_distance")}
                 | _facenet_columns(row["metrics"].get("facenet"))
+                | _identity_columns(row["metrics"].get("identity"))
                 for row in report["attacks"]
             ],
             "skipped": report["skipped_attacks"],
@@ -116,6 +121,19 @@ def _facenet_columns(judged: dict[str, Any] | None) -> dict[str, Any]:
     if not judged:
         return {}
     return {"facenet_top1": judged["attack_acc_top1"], "facenet_top5": judged["attack_acc_top5"], "delta_face": judged["delta_face"], "agreement": judged["agreement"]}
+
+
+def _identity_columns(identity: dict[str, Any] | None) -> dict[str, Any]:
+    """The identity verdict of one attack (midefend.evaluation.consensus): consensus, each judge, unconfirmed share."""
+    if not identity:
+        return {}
+    return {
+        "consensus_top1": identity.get("consensus_top1"), "consensus_judges": identity.get("consensus_judges"),
+        "identities_recovered": identity.get("identities_recovered"), "identities_by_chance": identity.get("identities_by_chance"),
+        "n_identities": identity.get("n_identities"), "chance_top1": identity.get("chance_top1"),
+        "unconfirmed_share": identity.get("unconfirmed_share"),
+        "judges": {j["name"]: {"top1": j["top1"], "top5": j["top5"], "independent": j["independent"], "fallbacks": j.get("fallbacks")} for j in identity.get("judges", [])},
+    }  # fmt: skip
 
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,21 +205,35 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         "",
         *([f"**Note:** {summary['note']}", ""] if summary.get("note") else []),
         *([f"Left out of this run (`--skip`): {_text(summary['skipped_by_benchmark'])}.", ""] if isinstance(summary.get("skipped_by_benchmark"), list) and summary["skipped_by_benchmark"] else []),
-        *(["FaceNet columns: the same reconstructions judged by FaceNet (nearest private identity of all classes, the "
-           "training images as gallery), δ_face (mean FaceNet distance to the class's nearest private image) and the share of "
-           "reconstructions on which the two judges agree (both hit or both miss).", ""] if summary.get("facenet") else []),
-        "| target | Acc | attack | threat model | adaptive | AttAcc@1 | AttAcc@5 | target acc on recon. | KNN | FaceNet @1 / @5 | δ_face | agreement | queries | time (s) |",
+        "Identity first: **consensus** = reconstructions that every independent face recogniser (" + _text(summary.get("judges") or ["facenet"])
+        + ") places nearest their person among all private identities (chance 1/C); each judge's nearest-identity top-1; "
+        "**unconfirmed** = of the reconstructions the evaluation model accepts, the share no independent judge confirms. "
+        "Then the papers' metric (the evaluation model's AttAcc, trained on the private data), the target's own accuracy on "
+        "the reconstructions, KNN (evaluation features). The strongest attack is chosen by the consensus (ties: the evaluation model).",
+        "",
+        "| target | Acc | attack | adaptive | consensus @1 | identities recovered | judges @1 | eval AttAcc@1 | unconfirmed | eval AttAcc@5 | target acc on recon. | KNN | queries | time (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, block in summary["targets"].items():
         for i, row in enumerate(block["rows"]):
             strongest = " **(strongest)**" if row["name"] == block["strongest_attack"] else ""
+            judges = ", ".join(f"{name} {_pct(j['top1'])}" + (f" ({j['fallbacks']} unaligned)" if j.get("fallbacks") else "") for name, j in (row.get("judges") or {}).items()) or "–"
+            recovered = f"{row['identities_recovered']} of {row['n_identities']} (chance {row['identities_by_chance']:.1f})" if row.get("identities_recovered") is not None else "–"
             lines.append(
-                f"| {label if i == 0 else ''} | {_pct(block['accuracy']) if i == 0 else ''} | {row['name']}{strongest} | {row.get('threat_model') or '–'} | "
-                f"{'yes' if row['adaptive'] else 'no'} | {_pct(row['attack_acc_top1'])} ± {_pct(row['attack_acc_top1_std'])} | "
+                f"| {label if i == 0 else ''} | {_pct(block['accuracy']) if i == 0 else ''} | {row['name']}{strongest} | "
+                f"{'yes' if row['adaptive'] else 'no'} | {_pct(row.get('consensus_top1'))} | {recovered} | {judges} | "
+                f"{_pct(row['attack_acc_top1'])} ± {_pct(row['attack_acc_top1_std'])} | {_pct(row.get('unconfirmed_share'))} | "
                 f"{_pct(row['attack_acc_top5'])} | {_pct(row['target_acc_top1'])} | {row['knn_distance']:.1f} | "
-                f"{_pct(row.get('facenet_top1'))} / {_pct(row.get('facenet_top5'))} | {_num(row.get('delta_face'))} | {_pct(row.get('agreement'))} | "
                 f"{_count(row.get('queries'))} | {row['seconds']:.0f} |"
+            )
+    lines += ["", "The gap between the evaluation model and the independent judges, on each target's strongest attack:", ""]
+    for label, block in summary["targets"].items():
+        row = next(r for r in block["rows"] if r["name"] == block["strongest_attack"])
+        if row.get("consensus_top1") is not None:
+            lines.append(
+                f"- {label}: the evaluation model accepts {_pct(row['attack_acc_top1'])} %, the independent judges together confirm "
+                f"{_pct(row['consensus_top1'])} % (chance {_pct(row['chance_top1'])} %); {_pct(row.get('unconfirmed_share'))} % of the accepted "
+                "reconstructions are confirmed by no independent judge"
             )
     lines += ["", "Do the adaptive attacks move the defended numbers?", ""]
     for label, block in summary["targets"].items():

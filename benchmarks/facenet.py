@@ -85,9 +85,12 @@ def _attack_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _judges(targets_dir: Path) -> list[str]:
-    """The trained evaluation model (when it exists) and FaceNet."""
+    """The trained evaluation model (when it exists), FaceNet, and dlib when it is installed."""
+    from midefend.evaluation.recognisers import available_recognisers
+
     evaluator = targets_dir / "orl-eval.safetensors"
-    return [str(evaluator), "facenet"] if evaluator.is_file() else ["facenet"]
+    faces = ["facenet", *(n for n in available_recognisers() if n != "facenet")]
+    return [str(evaluator), *faces] if evaluator.is_file() else faces
 
 
 def _judged(report: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +105,11 @@ def _judged(report: dict[str, Any]) -> dict[str, Any]:
         "agreement": face["agreement"],
         "delta_face": face["delta_face"],
         "target_acc_on_recon": m["target_acc_top1"],
+        # the identity verdict: a FaceNet-backbone target's FaceNet column is not independent (left out of the consensus)
+        "dlib_top1": (m.get("dlib") or {}).get("attack_acc_top1"),
+        "consensus_top1": (m.get("identity") or {}).get("consensus_top1"),
+        "consensus_judges": (m.get("identity") or {}).get("consensus_judges"),
+        "unconfirmed_share": (m.get("identity") or {}).get("unconfirmed_share"),
         "attack_s": report["timing"]["attack_seconds"],
         "total_s": report["timing"]["total_seconds"],
     }
@@ -240,16 +248,20 @@ def render(results: dict[str, Any]) -> str:
                 else "Not attacked: the training alone took the time left on the shared machine (a dash: not measured)."
             ),
             "",
-            "| input | epochs | freeze | Acc (%) | train wall / CPU (s) | AttAcc@1 eval (%) | AttAcc@1 FaceNet (%) | agreement (%) | δ_face | verify wall / CPU (s) | classes | load avg |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "FaceNet shares this target's weights, so it is *not* an independent judge here (its column is marked †); the identity "
+            "consensus is dlib's alone (– where dlib was not installed when the row was measured).",
+            "",
+            "| input | epochs | freeze | Acc (%) | train wall / CPU (s) | consensus @1 (%) | AttAcc@1 dlib (%) | AttAcc@1 FaceNet† (%) | AttAcc@1 eval (%) | unconfirmed (%) | agreement eval–FaceNet (%) | δ_face | verify wall / CPU (s) | classes | load avg |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in backbone.values():
             lines.append(
                 f"| {r['size']} px | {r['epochs']} | {r['freeze']} | {_pct(r['accuracy'])} | {r['train_wall_s']} / {r['train_cpu_s']} "
-                f"| {_pct(r.get('eval_top1'))} | {_pct(r.get('facenet_top1'))} | {_pct(r.get('agreement'))} | "
+                f"| {_pct(r.get('consensus_top1'))} | {_pct(r.get('dlib_top1'))} | {_pct(r.get('facenet_top1'))} | {_pct(r.get('eval_top1'))} | "
+                f"{_pct(r.get('unconfirmed_share'))} | {_pct(r.get('agreement'))} | "
                 f"{r['delta_face']:.3f} | {r.get('verify_wall_s', '–')} / {r.get('verify_cpu_s', '–')} | {r.get('classes', '–')} | {r['loadavg'][0]} |"
                 if "delta_face" in r
-                else f"| {r['size']} px | {r['epochs']} | {r['freeze']} | {_pct(r['accuracy'])} | {r['train_wall_s']} / {r['train_cpu_s']} | – | – | – | – | – | – | {r['loadavg'][0]} |"
+                else f"| {r['size']} px | {r['epochs']} | {r['freeze']} | {_pct(r['accuracy'])} | {r['train_wall_s']} / {r['train_cpu_s']} | – | – | – | – | – | – | – | – | – | {r['loadavg'][0]} |"
             )
         lines.append("")
     lines.append(END)
