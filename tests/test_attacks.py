@@ -158,8 +158,8 @@ class TestAttackErrors:
 
 class TestRegistry:
     def test_builtin(self):
-        assert list_attacks() == ["brep", "gmi", "miface", "nes", "plg", "ppa"]
-        assert list_attacks(include="*i*", exclude="gmi") == ["miface"]
+        assert list_attacks() == ["brep", "gmi", "ifgmi", "miface", "nes", "plg", "ppa"]
+        assert list_attacks(include="*i*", exclude="gmi") == ["ifgmi", "miface"]
         assert get_attack("miface").uses_prior is False
 
     def test_unknown(self):
