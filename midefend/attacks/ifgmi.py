@@ -110,6 +110,8 @@ class IFGMIAttack(LatentAttack):
     def __init__(self, preset: str | None = None, **options: Any) -> None:
         self._phase: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (level, centre, radius) while searching features
         super().__init__(preset, **options)
+        if "radius" in options and options["radius"] is None:  # the engine drops None options; here None means "no bound"
+            self.options["radius"] = None
 
     def validate_extra(self) -> None:
         super().validate_extra()
