@@ -163,7 +163,7 @@ class TestRegistry:
         assert get_attack("miface").uses_prior is False
 
     def test_unknown(self):
-        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: brep, gmi, miface, nes, plg, ppa"):
+        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: brep, gmi, ifgmi, miface, nes, plg, ppa"):
             get_attack("foo")
 
     def test_duplicate(self):
