@@ -17,8 +17,10 @@ GAN's 4×4 map has about 8,000 values of mean magnitude 0.06, its 8×8 map 16,00
 of 0.05). ``radius`` decides between "the prior's faces, slightly moved" and
 "anything the later layers can draw": at 0 IF-GMI is the latent search; without a
 bound the 8×8 maps reproduce any ORL photo (pixel MSE 0.0003) and the attack may
-draw adversarial features instead of a face. The default, 0.3, is chosen from
-the radius curve in ``benchmarks/RESULTS.md`` (section "prior reach").
+draw adversarial features instead of a face. The default, 0.3, is the smallest
+radius at which the face prior's 8×8 maps draw most ORL identities by pixels alone
+(FaceNet 95 %, against 22 % at 0.1 and 17.5 % in the latent; ``docs/reach.md``,
+``benchmarks/RESULTS.md`` section "The prior's reach and IF-GMI").
 
 After every step the features are projected onto the ball exactly
 (:func:`project_l1_ball`, Duchi et al., 2008). The features are not clipped to
