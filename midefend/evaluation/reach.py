@@ -340,7 +340,10 @@ def reach_for_verify(run: Any, *, out_dir: Path, **options: Any) -> tuple[dict[s
     """
     from ..attacks.priors import inference_prior
 
-    photos, labels = held_out_photos(run.test, run.classes)
+    try:
+        photos, labels = held_out_photos(run.test, run.classes)
+    except ConfigError as exc:  # no held-out photo of the attacked classes: say so, attack all the same
+        return {"format": "midefend-reach", "skipped": str(exc), "summary": f"not measured ({exc})"}, None
     judges, independent = {}, []
     if run.judges.face is not None:
         judges["facenet"] = run.judges.face
