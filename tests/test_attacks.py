@@ -158,12 +158,12 @@ class TestAttackErrors:
 
 class TestRegistry:
     def test_builtin(self):
-        assert list_attacks() == ["brep", "gmi", "miface", "nes", "plg", "ppa"]
-        assert list_attacks(include="*i*", exclude="gmi") == ["miface"]
+        assert list_attacks() == ["brep", "gmi", "ifgmi", "miface", "nes", "plg", "ppa"]
+        assert list_attacks(include="*i*", exclude="gmi") == ["ifgmi", "miface"]
         assert get_attack("miface").uses_prior is False
 
     def test_unknown(self):
-        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: brep, gmi, miface, nes, plg, ppa"):
+        with pytest.raises(ConfigError, match=r"unknown attack 'foo'; known attacks: brep, gmi, ifgmi, miface, nes, plg, ppa"):
             get_attack("foo")
 
     def test_duplicate(self):

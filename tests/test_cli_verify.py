@@ -96,7 +96,7 @@ class TestErrors:
         assert message in result.output
 
     def test_unknown_attack(self, tiny_world, tmp_path):
-        self._assert_one_line_error(_run(*_verify_args(tiny_world, tmp_path, "--attack", "foo")), "unknown attack 'foo'; known attacks: brep, gmi, miface, nes, plg, ppa")
+        self._assert_one_line_error(_run(*_verify_args(tiny_world, tmp_path, "--attack", "foo")), "unknown attack 'foo'; known attacks: brep, gmi, ifgmi, miface, nes, plg, ppa")
 
     def test_missing_prior_file(self, tiny_world, tmp_path):
         w = tiny_world

@@ -537,7 +537,7 @@ VERIFY_OPTIONS = [
     (["--per-class", "0"], "per_class must be a positive integer, got 0"),
     (["--per-class", "3", "--candidates", "2"], "candidates must be >= per_class \\(3\\), got 2"),
     (["--steps", "0"], "steps must be a positive integer, got 0"),
-    (["--attack", "deepinversion"], "unknown attack 'deepinversion'; known attacks: brep, gmi, miface, nes, plg, ppa"),
+    (["--attack", "deepinversion"], "unknown attack 'deepinversion'; known attacks: brep, gmi, ifgmi, miface, nes, plg, ppa"),
     (["--loss", "hinge"], "unknown identity loss 'hinge'; expected one of poincare, max-margin, logit, cross-entropy"),
     (["--device", "cuda:7"], "device 'cuda:7' is not available \\(no CUDA device found\\)"),
     (["--device", "gpu"], "device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),

@@ -1,8 +1,8 @@
-"""midefend.attacks: model-inversion attacks (PPA, GMI, MI-Face, PLG-MI, NES, BREP-MI), their losses and generator priors.
+"""midefend.attacks: model-inversion attacks (PPA, GMI, MI-Face, PLG-MI, NES, BREP-MI, IF-GMI), their losses and generator priors.
 
 >>> from midefend.attacks import list_attacks
 >>> list_attacks()
-['brep', 'gmi', 'miface', 'nes', 'plg', 'ppa']
+['brep', 'gmi', 'ifgmi', 'miface', 'nes', 'plg', 'ppa']
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from .base import AttackResult as AttackResult
 from .base import LatentAttack as LatentAttack
 from .base import run_attack as run_attack
 from .gmi import GMIAttack as GMIAttack
+from .ifgmi import IFGMIAttack as IFGMIAttack
+from .ifgmi import project_l1_ball as project_l1_ball
 from .losses import IDENTITY_LOSSES as IDENTITY_LOSSES
 from .losses import cross_entropy_loss as cross_entropy_loss
 from .losses import get_identity_loss as get_identity_loss
@@ -42,6 +44,7 @@ __all__ = [
     "DCGANGenerator",
     "GMIAttack",
     "GenerativePrior",
+    "IFGMIAttack",
     "LatentAttack",
     "MIFaceAttack",
     "PPAAttack",
@@ -55,6 +58,7 @@ __all__ = [
     "logit_loss",
     "max_margin_loss",
     "poincare_loss",
+    "project_l1_ball",
     "register_attack",
     "run_attack",
     "save_prior",

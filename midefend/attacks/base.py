@@ -291,6 +291,10 @@ class Attack:
     def after_step(self, params: torch.Tensor) -> None:
         """Project the parameters after each step, in place (override; default: nothing)."""
 
+    def total_steps(self) -> int:
+        """Optimisation steps per chunk (the progress bar's unit; an attack with several phases overrides)."""
+        return int(self.options["steps"])
+
     # ------------------------------------------------------------------ public entry point
 
     def run(
@@ -352,7 +356,7 @@ class Attack:
         fast_target, fast_prior = target.for_inference(), inference_prior(prior)
         ctx = _Context(fast_target, fast_prior, dev, {"device_type": dev.type, "dtype": torch.bfloat16, "enabled": precision == "bf16"})
         start = time.perf_counter()
-        with channels_last_context(fast_target, fast_prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.options["steps"]) as advance:
+        with channels_last_context(fast_target, fast_prior), progress_bar(progress, f"{self.name} attack", len(todo) * self.total_steps()) as advance:
             for chunk in todo:
                 images, conf = self._attack_chunk(ctx, chunk, advance)
                 for i, c in enumerate(chunk):
@@ -427,9 +431,16 @@ class Attack:
         select_aug = torch.cat(
             [draw_params(g, (o["selection_augs"], k), scale=select_scale, ratio=o["selection_ratio"], flip=flip) for g in gens], dim=1
         )
-        optimizer = torch.optim.Adam([params], lr=o["lr"])
+        params = self._optimise(ctx, params, targets, step_aug, gens, advance, lr=o["lr"])
+        return self._select(ctx, params, targets, select_aug, gens)
+
+    def _optimise(self, ctx: _Context, params: torch.Tensor, targets: torch.Tensor, step_aug: torch.Tensor, gens: list[torch.Generator], advance: Any, *, lr: float) -> torch.Tensor:
+        """Adam on ``params`` (a leaf with ``requires_grad``) for ``len(step_aug)`` steps, one augmentation each;
+        :meth:`after_step` projects after every step. Returns the detached result."""
+        o = self.options
+        optimizer = torch.optim.Adam([params], lr=lr)
         with straight_through_heads(ctx.target) if o["bpda"] else contextlib.nullcontext():
-            for step in range(o["steps"]):
+            for step in range(step_aug.shape[0]):
                 with torch.autocast(**ctx.autocast):
                     loss = self.step_loss(ctx, params, targets, step_aug[step] if o["augment"] != "none" else None, gens).sum()
                 if not torch.isfinite(loss):
@@ -440,7 +451,7 @@ class Attack:
                 with torch.no_grad():
                     self.after_step(params)
                 advance(1)
-        return self._select(ctx, params.detach(), targets, select_aug, gens)
+        return params.detach()
 
     def step_loss(self, ctx: _Context, params: torch.Tensor, targets: torch.Tensor, aug: torch.Tensor | None, gens: list[torch.Generator]) -> torch.Tensor:
         """One step's objective per candidate ``(B,)``: through the step's augmentation ``aug`` (``None``: none),

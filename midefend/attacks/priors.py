@@ -83,6 +83,47 @@ class DCGANGenerator(nn.Module):
             z = z[:, :, None, None]
         return self.main(z)
 
+    # Intermediate feature levels: level ``i`` is the output of block ``i`` (transposed conv, BatchNorm, ReLU),
+    # ``(width · 2^(k-1-i), 4 · 2^i, 4 · 2^i)``; ``main[3i : 3i + 3]`` is block ``i`` (BatchNorm folded or not).
+
+    @property
+    def num_levels(self) -> int:
+        """How many intermediate feature levels the generator exposes (one per block before the output layer)."""
+        return (len(self.main) - 2) // 3
+
+    def level_shape(self, level: int) -> tuple[int, int, int]:
+        """``(channels, size, size)`` of the feature map at ``level`` (0: the 4×4 map)."""
+        self._check_level(level)
+        return (self.main[3 * level].out_channels, 4 * 2**level, 4 * 2**level)
+
+    def run_from(self, x: torch.Tensor, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+        """Run the generator from ``x`` to ``stop``.
+
+        ``x`` is a latent ``(B, latent_dim)`` when ``start`` is ``None``, else the feature map at level
+        ``start``; the result is the feature map at level ``stop``, or the image in ``[-1, 1]`` when
+        ``stop`` is ``None``. ``run_from(z)`` equals ``forward(z)``.
+
+        >>> g = DCGANGenerator(latent_dim=8, channels=1, width=4, image_size=16)
+        >>> z = torch.randn(2, 8)
+        >>> h = g.run_from(z, stop=0)
+        >>> h.shape, torch.allclose(g.run_from(h, start=0), g(z))
+        (torch.Size([2, 8, 4, 4]), True)
+        """
+        for level in (start, stop):
+            if level is not None:
+                self._check_level(level)
+        if start is not None and stop is not None and stop < start:
+            raise ConfigError(f"cannot run the generator backwards from level {start} to level {stop}")
+        if start is None and x.ndim == 2:
+            x = x[:, :, None, None]
+        first = 0 if start is None else 3 * (start + 1)
+        last = len(self.main) if stop is None else 3 * (stop + 1)
+        return self.main[first:last](x)
+
+    def _check_level(self, level: int) -> None:
+        if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level < self.num_levels:
+            raise ConfigError(f"feature level must be an integer in 0..{self.num_levels - 1}, got {level!r}")
+
 
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator: ``(B, channels, S, S)`` in ``[-1, 1]`` -> one real/fake logit per image ``(B,)``."""
@@ -144,6 +185,23 @@ class GenerativePrior(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return (self.generator(z) + 1.0) * 0.5
+
+    @property
+    def num_levels(self) -> int:
+        """Intermediate feature levels the generator exposes (see :meth:`DCGANGenerator.run_from`)."""
+        return self.generator.num_levels
+
+    def level_shape(self, level: int) -> tuple[int, int, int]:
+        """``(channels, size, size)`` of the generator's feature map at ``level``."""
+        return self.generator.level_shape(level)
+
+    def features(self, x: torch.Tensor, level: int, *, start: int | None = None) -> torch.Tensor:
+        """The generator's feature map at ``level`` from a latent (``start=None``) or the map at level ``start``."""
+        return self.generator.run_from(x, start, level)
+
+    def from_features(self, features: torch.Tensor, level: int) -> torch.Tensor:
+        """The image in ``[0, 1]`` the generator draws from its feature map at ``level`` (IF-GMI searches these)."""
+        return (self.generator.run_from(features, level) + 1.0) * 0.5
 
     def for_inference(self) -> GenerativePrior:
         """A copy whose generator has each BatchNorm folded into the convolution before it.

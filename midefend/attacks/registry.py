@@ -55,7 +55,7 @@ def get_attack(name: str) -> type[Attack]:
 
 def _load_builtin() -> None:
     # The built-in attacks register themselves when their modules are imported.
-    from . import brep, gmi, miface, nes, plg, ppa  # noqa: F401
+    from . import brep, gmi, ifgmi, miface, nes, plg, ppa  # noqa: F401
 
 
 __all__ = ["get_attack", "list_attacks", "register_attack"]

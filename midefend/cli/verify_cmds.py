@@ -152,6 +152,7 @@ def verify_cmd(
     shard: Annotated[Optional[str], typer.Option("--shard", help="Attack only shard i/N of the classes (0 <= i < N, e.g. a job array); no report.")] = None,
     merge: Annotated[bool, typer.Option("--merge", help="Attack nothing: merge all shards' results in --out and write the report.")] = False,
     class_batch: Annotated[Optional[int], typer.Option("--class-batch", help="Classes attacked together (a memory bound; the unit of sharding).")] = None,
+    reach: Annotated[bool, typer.Option("--reach/--no-reach", help="Measure the prior's reach on held-out photos before the attacks (warns when the prior cannot draw most identities).")] = True,
 ) -> None:
     """Attack CHECKPOINT with every allowed attack and write report.json, report.md and the grids (sharded: docs/distributed.md)."""
     from ..evaluation.verify import verify
@@ -159,7 +160,7 @@ def verify_cmd(
     common = {
         "eval_model": eval_model, "faces": faces, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
         "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool, query_budget, public, gan_steps),
-        "train_data": train_data, "test_data": test_data,
+        "train_data": train_data, "test_data": test_data, "reach": reach,
     }
     if class_batch is not None:
         common["attack_options"]["class_batch"] = class_batch

@@ -62,12 +62,14 @@ def estimate_verify(checkpoint: Any, *, repeats: int = 1, **kwargs: Any) -> dict
     """The cost of ``verify(checkpoint, repeats=repeats, **kwargs)`` without running it.
 
     Returns ``{"attacks": [{name, adaptive, threat_model, optimisation, selection, init, kept,
-    seconds}], "skipped", "classes", "repeats", "seconds_per_image", "total_seconds"}``;
+    seconds}], "reach" (the prior-reach step, ``None`` with ``reach=False``), "skipped", "classes", "repeats",
+    "seconds_per_image", "total_seconds"}``;
     the image counts are per run of all the classes, the seconds include the repeats.
     """
     from .verify import prepare_verify
 
     kwargs.pop("out_dir", None)
+    reach = kwargs.pop("reach", True)
     run = prepare_verify(checkpoint, **kwargs)
     num_classes = len(run.classes) if run.classes is not None else run.target_ckpt.num_classes
     timing: dict[tuple[bool, str], dict[str, float]] = {}
@@ -86,13 +88,19 @@ def estimate_verify(checkpoint: Any, *, repeats: int = 1, **kwargs: Any) -> dict
         extra = cost["optimisation"] - cost["renders"]
         seconds = repeats * (cost["renders"] * t["step"] + extra * t["target_step"] + (cost["selection"] + cost["init"]) * t["forward"])
         rows.append({"name": plan.label, "adaptive": plan.adaptive, "threat_model": plan.threat_model, **cost, "seconds": round(seconds, 1)})
+    reach_row = None
+    if reach and run.prior is not None:  # verify's reach step (midefend.evaluation.reach), before the attacks
+        from .reach import estimate_reach
+
+        reach_row = estimate_reach(run, kwargs.get("device", "cpu"))
     return {
         "attacks": rows,
+        "reach": reach_row,
         "skipped": run.skipped,
         "classes": num_classes,
         "repeats": repeats,
         "seconds_per_image": {("prior" if k[0] else "pixels") + f"/{k[1]}": v for k, v in timing.items()},
-        "total_seconds": round(sum(r["seconds"] for r in rows), 1),
+        "total_seconds": round(sum(r["seconds"] for r in rows) + (reach_row["seconds"] if reach_row else 0.0), 1),
     }
 
 
@@ -104,6 +112,9 @@ def render_estimate(estimate: dict[str, Any], *, title: str = "verify") -> str:
             f"  {row['name']:<22} {row['optimisation']:>10,} images forward+backward, {row['selection'] + row['init']:>9,} forward only, "
             f"{row['kept']:>5} kept; about {row['seconds'] / 60:.1f} min"
         )
+    if estimate.get("reach"):
+        r = estimate["reach"]
+        lines.append(f"  {'prior reach':<22} {r['backward']:>10,} images forward+backward through the prior ({r['photos']} photos; {', '.join(r['spaces'])}); about {r['seconds'] / 60:.1f} min")
     for skipped in estimate["skipped"]:
         lines.append(f"  not run: {skipped['attack']} ({skipped['reason']})")
     lines.append(f"estimated attack time: about {estimate['total_seconds'] / 60:.1f} min (from a short timing on this machine; evaluation not included)")

@@ -188,6 +188,7 @@ def verify(
     shard: str | None = None,
     merge: bool = False,
     faces: bool | None = None,
+    reach: bool = True,
 ) -> dict[str, Any]:
     """Attack ``checkpoint`` with a portfolio of attacks; write ``report.json``, ``report.md`` and grids to ``out_dir``.
 
@@ -222,6 +223,8 @@ def verify(
             classes and writes no report; ``merge=True`` attacks nothing and writes the
             report from all shards' results; under torchrun each rank attacks its shard
             and rank 0 writes the report (:mod:`midefend.attacks.sharding`, docs/distributed.md).
+        reach: before the attacks, measure the prior's reach on held-out photos
+            (:mod:`~midefend.evaluation.reach`; ``report["reach"]``, a warning when it is low).
 
     Returns:
         the report dict (as written to ``report.json``): the headline ``metrics`` and
@@ -256,6 +259,13 @@ def verify(
         face.evaluator.to(device)
     target = run.target.to(device)
     base_seed = int((attack_options or {}).get("seed", 0))
+    reach_json, reach_note = None, None
+    if reach and shard is None and run.prior is not None:  # judged without any attack: what the prior can draw at all
+        from .reach import reach_for_verify
+
+        reach_json, reach_note = reach_for_verify(run, out_dir=out)
+        if log is not None:
+            log(f"prior reach: {reach_json['summary']}" + (f" — {reach_note}" if reach_note else ""))
     rows: list[dict[str, Any]] = []
     grids: dict[str, torch.Tensor] = {}
     shards: list[dict[str, Any]] = []
@@ -330,6 +340,11 @@ def verify(
         "timing": {"attack_seconds": round(sum(r["seconds"] * repeats for r in rows), 2), "total_seconds": round(time.perf_counter() - start, 2), "device": str(device)},
     }
     report["verdict"] = verdict_line(report)
+    if reach_json is not None:
+        report["reach"] = reach_json
+        if reach_note:
+            report["notes"].append(f"prior reach: {reach_note}")
+            report["verdict"] += f" Warning: {reach_note}."
     for row in rows:
         row["grid"] = f"grid-{row['name']}.png"
     paths = write_report(out, report, private=firsts, reconstructions=grids[best["name"]], attack_grids=grids)
