@@ -27,8 +27,9 @@ from ..errors import ConfigError
 from .aligner import CHIP_SIZE, FaceAligner, centre_crop_chip, to_rgb
 
 EMBEDDING_SIZE = 128
-#: Images whose chips and embeddings are remembered (an LRU bound; 128 floats each).
-CACHE_SIZE = 8192
+#: Images remembered, least recently used dropped first: an embedded image keeps 128 floats, one only
+#: aligned so far keeps its 150×150×3 chip until it is embedded (at most 4096 × 67 kB = 276 MB).
+CACHE_SIZE = 4096
 
 
 def check_images(images: Any, who: str = "the dlib face judge") -> torch.Tensor:
