@@ -154,7 +154,22 @@ def render_markdown(report: dict[str, Any]) -> str:
     for row in rows:
         if row.get("grid"):
             lines += [f"- {row['name']}: ![{row['name']}]({row['grid']})"]
+    lines += _human_lines(report.get("human"))
     return "\n".join(lines) + ("\n" if rows else "")
+
+
+def _with_human_verdict(out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the human verdict of ``out/review/human*.json`` when someone reviewed (``midefend review``)."""
+    from ..review.report_hook import attach_human
+
+    return attach_human(out, report)
+
+
+def _human_lines(verdict: dict[str, Any] | None) -> list[str]:
+    """The "Human verdict" section of report.md (empty without one)."""
+    from ..review.verdict import human_markdown
+
+    return ["", *human_markdown(verdict)] if verdict else []
 
 
 def _facenet_rows(face: dict[str, Any] | None) -> list[str]:
@@ -215,6 +230,7 @@ def write_report(
         for name, images in (attack_grids or {}).items():
             paths[f"grid-{name}"] = save_grid(out / f"grid-{name}.png", private, images)
     full = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report, "files": {k: str(v) for k, v in paths.items()}}
+    full = _with_human_verdict(out, full)
     atomic_write_text(paths["markdown"], render_markdown(full))
     atomic_write_text(paths["json"], json.dumps(full, indent=2, sort_keys=False, allow_nan=False) + "\n")
     return paths
