@@ -262,3 +262,35 @@ class TestExportImport:
 
 def test_classes_fixture_matches():
     assert len(LABELS) == 10 and CLASSES == 5
+
+
+class TestReportHooks:
+    def test_verify_report_writer_and_compare_show_the_human_verdict(self, fresh_run, tmp_path):
+        import shutil
+
+        from midefend.evaluation.reports import write_report
+
+        report = json.loads((fresh_run / "report.json").read_text())
+        write_report(fresh_run, report)
+        assert "human" not in json.loads((fresh_run / "report.json").read_text())  # nobody reviewed yet
+        trial_slot = lambda i: _review(Path("x"), None, {}).trials[i].candidates.index(LABELS[i])  # noqa: E731
+        save_review(_review(review_path(fresh_run), None, {0: trial_slot(0), 1: None}))
+        write_report(fresh_run, report)
+        written = json.loads((fresh_run / "report.json").read_text())
+        assert written["human"]["attacks"]["ppa"]["n"] == 2 and written["human"]["attacks"]["ppa"]["correct"] == 1
+        md = (fresh_run / "report.md").read_text()
+        assert "## Human verdict" in md and "| ppa | 2 | 50.0 |" in md and "evaluation model: judge accuracy 100.0 %" in md
+        other = tmp_path / "other"
+        shutil.copytree(fresh_run, other)
+        shutil.rmtree(other / "review")
+        result = invoke("compare", str(fresh_run), str(other), "--out", str(tmp_path / "cmp"))
+        assert result.exit_code == 0, result.output
+        rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
+        assert rows[0]["human"].startswith("ppa: 50.0 % (95 % CI 9.5–90.5, n=2, chance 25.0 %)") and "human" not in rows[1]
+        assert "human verdict ppa: 50.0 %" in result.stdout
+
+    def test_summary_command(self, fresh_run):
+        assert "no answers yet" in invoke("review", str(fresh_run), "--summary").stdout
+        save_review(_review(review_path(fresh_run, "ana"), "ana", {0: None}))
+        out = invoke("review", str(fresh_run), "--summary").stdout
+        assert "## Human verdict" in out and "Reviewers: ana" in out and "| ppa | 1 | 0.0 |" in out
