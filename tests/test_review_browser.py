@@ -39,11 +39,13 @@ PLAN = ["right", "right", "wrong", "right", "none", "right", "wrong", "right", "
 
 
 @pytest.fixture
-def browser():
+def browser(tmp_path):
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
     options = Options()
+    (tmp_path / "downloads").mkdir()
+    options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads"), "download.prompt_for_download": False})
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1100,760", "--no-first-run"):
         options.add_argument(arg)
@@ -151,3 +153,31 @@ def test_review_in_a_browser(served, browser, tmp_path):
     assert [t.index for t in trials] == [9, 1, 2, 6, 8, 4, 5, 3, 0, 7]
     assert (fn["agreement"], fn["judge_hits"], fn["judge_hits_not_confirmed"]) == (0.3, 5, 3)
     assert fn["judge_hits_not_confirmed"] == sum(h and not r for h, r in zip(face_hits, right))
+
+
+def test_exported_page_offline_and_import(tmp_path, browser):
+    """The self-contained page works from a file (no server), and its downloaded answers import into the run."""
+    import time
+
+    from tests.reliability_fixtures import invoke
+
+    run = make_run(tmp_path / "ws")
+    page = tmp_path / "page.html"
+    assert invoke("review", str(run), "--export", str(page), "--trials", "3", "--reviewer", "mail").exit_code == 0
+    trials = load_review(review_path(run, "mail")).trials
+    browser.get(page.as_uri())
+    plan = ["right", "none", "wrong"]
+    for n in range(3):
+        WebDriverWait(browser, 15).until(lambda d, n=n: d.find_element(By.ID, "number").text == f"{n + 1} / 3")
+        _answer(browser, trials[n], plan[n], by_click=False)
+    WebDriverWait(browser, 15).until(lambda d: d.find_element(By.ID, "done").is_displayed())
+    browser.find_element(By.ID, "download").click()
+    deadline = time.monotonic() + 20
+    while not list((tmp_path / "downloads").glob("answers-*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (answers,) = (tmp_path / "downloads").glob("answers-*.json")
+    result = invoke("review", str(run), "--import", str(answers), "--reviewer", "mail")
+    assert result.exit_code == 0, result.output
+    stored = load_review(review_path(run, "mail"))
+    assert [stored.answers[t.id].slot for t in trials] == [_slot(t, p) for t, p in zip(trials, plan)]
+    assert human_verdict(run)["attacks"]["ppa"]["correct"] == 1

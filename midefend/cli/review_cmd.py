@@ -29,6 +29,7 @@ def _print_summary(run_dir: Path) -> None:
 
 
 def _serve(session, port: int, open_browser: bool, run_dir: Path) -> None:  # noqa: ANN001 - a ReviewSession
+    import signal
     import webbrowser
 
     from ..review.report_hook import refresh_report
@@ -41,6 +42,11 @@ def _serve(session, port: int, open_browser: bool, run_dir: Path) -> None:  # no
     err_console.print("note: the page shows private training images; keep it on this computer.", highlight=False)
     if open_browser:
         webbrowser.open(server.url)
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # a plain `kill` stops the server like Ctrl-C, and the report is still updated
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         server.serve_forever(poll_interval=0.5)
     except KeyboardInterrupt:
