@@ -32,6 +32,7 @@ def test_wheel_contents(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "midefend/py.typed" in names
     assert "midefend/__init__.py" in names
+    assert {f"midefend/review/static/{n}" for n in ("index.html", "app.js", "app.css")} <= names  # the review page ships
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

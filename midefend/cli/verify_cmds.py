@@ -237,11 +237,26 @@ def compare_cmd(
         names.append(path.stem)
         reports.append(verify(path, **common, repeats=repeats, out_dir=out / path.stem, resume=resume, progress=not quiet, log=None if quiet else console.print))
     rows = comparison_rows(reports, names)
+    _attach_human(rows, [p if p.is_dir() else p.parent if p.suffix == ".json" else out / p.stem for p in models])
     paths = write_comparison(out, rows)
     _print_comparison(rows, "model-inversion comparison")
     for name, report in zip(names, reports):
         console.print(f"{name}: {report.get('verdict') or 'strongest attack ' + str(report.get('attack', {}).get('attack'))}", highlight=False, soft_wrap=True)
+    for row in rows:
+        if row.get("human"):
+            console.print(f"{row['name']}: human verdict {row['human']}", highlight=False, soft_wrap=True)
     console.print(f"table: {paths['markdown']}")
+
+
+def _attach_human(rows: list[dict[str, Any]], run_dirs: list[Path]) -> None:
+    """Each row's human verdict (``midefend review`` of its run folder) as one cell, when someone reviewed."""
+    from ..review.report_hook import human_cell
+    from ..review.verdict import human_verdict
+
+    for row, run_dir in zip(rows, run_dirs):
+        verdict = human_verdict(run_dir)
+        if verdict is not None:
+            row["human"] = human_cell(verdict)
 
 
 @app.command("demo")

@@ -87,7 +87,7 @@ def verdict_line(report: dict[str, Any]) -> str:
     name = report.get("strongest_attack") or report.get("attack", {}).get("attack", "?")
     row = next((r for r in report.get("attacks", []) if r.get("name") == name), {})
     kind = ", ".join(x for x in (row.get("threat_model"), "adaptive" if row.get("adaptive") else None) if x)
-    if m.get("identity"):
+    if (m.get("identity") or {}).get("headline") is not None:
         what = verdict_sentence(IdentityVerdict.from_json(m["identity"]))
     else:
         what = (f"{_pct(m['attack_acc_top1'], m.get('attack_acc_top1_std'))}% of reconstructions accepted by the evaluation model "
@@ -109,7 +109,7 @@ ATTACK_HEADER = (
 
 def _judge_cells(identity: dict[str, Any] | None) -> tuple[str, str, str]:
     # (headline, each judge's top-1 with its name, unconfirmed share); "–" where not computed
-    if not identity:
+    if not identity or "headline" not in identity:
         return "–", "–", "–"
     head = _pct(identity["headline"]) + ("" if identity.get("consensus_top1") is not None else " (eval)")
     judges = ", ".join(f"{j['name']}{'' if j.get('independent', True) else '*'} {_pct(j['top1'])}" for j in identity.get("judges", [])) or "–"
@@ -199,7 +199,22 @@ def render_markdown(report: dict[str, Any]) -> str:
     for row in rows:
         if row.get("grid"):
             lines += [f"- {row['name']}: ![{row['name']}]({row['grid']})"]
+    lines += _human_lines(report.get("human"))
     return "\n".join(lines) + ("\n" if rows else "")
+
+
+def _with_human_verdict(out: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with the human verdict of ``out/review/human*.json`` when someone reviewed (``midefend review``)."""
+    from ..review.report_hook import attach_human
+
+    return attach_human(out, report)
+
+
+def _human_lines(verdict: dict[str, Any] | None) -> list[str]:
+    """The "Human verdict" section of report.md (empty without one)."""
+    from ..review.verdict import human_markdown
+
+    return ["", *human_markdown(verdict)] if verdict else []
 
 
 def _primary_name(m: dict[str, Any]) -> str:
@@ -222,7 +237,7 @@ def _judge_lines(report: dict[str, Any]) -> list[str]:
 
 
 def _identity_rows(identity: dict[str, Any] | None) -> list[str]:
-    if not identity:
+    if not identity or "headline" not in identity:
         return ["| identity: no verdict of independent judges in this report | – |"]
     if identity.get("consensus_top1") is None:
         rows = ["| identity: no independent judge — the headline is the evaluation model's acceptance | – |"]
@@ -296,6 +311,7 @@ def write_report(
         for name, images in (attack_grids or {}).items():
             paths[f"grid-{name}"] = save_grid(out / f"grid-{name}.png", private, images)
     full = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report, "files": {k: str(v) for k, v in paths.items()}}
+    full = _with_human_verdict(out, full)
     atomic_write_text(paths["markdown"], render_markdown(full))
     atomic_write_text(paths["json"], json.dumps(full, indent=2, sort_keys=False, allow_nan=False) + "\n")
     return paths
