@@ -141,3 +141,20 @@ class TestComparison:
     def test_empty(self):
         with pytest.raises(ConfigError, match="compare needs at least one report"):
             comparison_rows([])
+
+
+class TestReachSection:
+    def test_reach_table_in_markdown(self, tmp_path):
+        report = _report("nodef", 0.95, 0.6)
+        report["reach"] = {
+            "format": "midefend-reach", "images": 20, "chance_top1": 0.025, "grid": "reach-grid.png",
+            "real": {"facenet": {"top1": 1.0}, "dlib": {"top1": 0.95}},
+            "spaces": [{"space": "latent", "mse": 0.00781, "judges": {"facenet": {"top1": 0.25}, "dlib": {"top1": 0.05}}}],
+        }  # fmt: skip
+        md = write_report(tmp_path, report)["markdown"].read_text()
+        assert "| search space | pixel MSE | facenet top-1 (%) | dlib top-1 (%) |" in md
+        assert "| the real photos | – | 100.0 | 95.0 |" in md and "| latent | 0.0078 | 25.0 | 5.0 |" in md
+        assert "(chance 2.5 %)" in md and "![real | projection](reach-grid.png)" in md
+
+    def test_no_reach_no_section(self, tmp_path):
+        assert "Prior reach" not in write_report(tmp_path, _report("nodef", 0.95, 0.6))["markdown"].read_text()

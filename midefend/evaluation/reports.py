@@ -199,8 +199,31 @@ def render_markdown(report: dict[str, Any]) -> str:
     for row in rows:
         if row.get("grid"):
             lines += [f"- {row['name']}: ![{row['name']}]({row['grid']})"]
+    lines += _reach_lines(report.get("reach"))
     lines += _human_lines(report.get("human"))
     return "\n".join(lines) + ("\n" if rows else "")
+
+
+def _reach_lines(reach: dict[str, Any] | None) -> list[str]:
+    """The prior's reach (midefend.evaluation.reach): per search space, what each judge recognises of the projections."""
+    if not reach or "spaces" not in reach:
+        return ["", f"Prior reach: {reach['summary']}"] if reach and reach.get("summary") else []
+    judges = list(reach["real"])
+    lines = [
+        "",
+        f"Prior reach: {reach['images']} held-out private photos projected into the prior by pixel MSE alone (no judge in the "
+        "objective); the share each judge places nearest their person — what any attack through this prior can at best recover "
+        f"(chance {_pct(reach['chance_top1'])} %):",
+        "",
+        "| search space | pixel MSE | " + " | ".join(f"{j} top-1 (%)" for j in judges) + " |",
+        "|---|---|" + "---|" * len(judges),
+        "| the real photos | – | " + " | ".join(_pct(reach["real"][j]["top1"]) for j in judges) + " |",
+    ]
+    for space in reach["spaces"]:
+        lines.append(f"| {space['space']} | {_num(space['mse'], 4)} | " + " | ".join(_pct((space["judges"].get(j) or {}).get("top1")) for j in judges) + " |")
+    if reach.get("grid"):
+        lines += ["", f"![real | projection]({reach['grid']})"]
+    return lines
 
 
 def _with_human_verdict(out: Path, report: dict[str, Any]) -> dict[str, Any]:
