@@ -138,8 +138,10 @@ def cmd_ifgmi(args: argparse.Namespace, judges: dict[str, Any], results: dict[st
     from midefend.evaluation.metrics import topk_hits
     from midefend.io.checkpoints import load_checkpoint
 
-    ckpt = load_checkpoint(train_nodef(args))
+    ckpt = load_checkpoint(args.target if args.target else train_nodef(args))
     target = Classifier.from_checkpoint(ckpt, name="orl-nodef")
+    if args.eval:  # the evaluation model trained on the private data: the papers' metric, not an independent judge
+        judges = {**judges, "eval": Classifier.from_checkpoint(load_checkpoint(args.eval), name="eval")}
     prior = load_face_prior()
     classes = list(range(args.classes))
     rows = []
@@ -150,14 +152,19 @@ def cmd_ifgmi(args: argparse.Namespace, judges: dict[str, Any], results: dict[st
                             selection_augs=args.selection_augs, layer_steps=args.layer_steps, levels=levels, radius=radius)
         images, labels = result.flat()
         row: dict[str, Any] = {"radius": radius, "levels": levels, "wall_s": round(time.perf_counter() - t0, 1), "load_before": load0, "load_after": load_average()}
+        hits = {}
         for name, j in judges.items():
-            row[name] = float(topk_hits(j.predict(images), labels, 1).float().mean())
+            hits[name] = topk_hits(j.predict(images), labels, 1)
+            row[name] = float(hits[name].float().mean())
+        independent = [n for n in ("facenet", "dlib") if n in hits]
+        row["consensus"] = float(torch.stack([hits[n] for n in independent]).all(0).float().mean()) if independent else None
         with torch.inference_mode():
             row["target_top1"] = float(topk_hits(target.predict(images), labels, 1).float().mean())
         row["target_conf"] = float(result.target_confidence.mean())
         rows.append(row)
         print(row, flush=True)
-    results["ifgmi"] = {"target": f"orl-nodef ({args.epochs} epochs, test acc {ckpt.extra.get('test_accuracy')})", "classes": args.classes, "per_class": args.per_class,
+    trained = f"{Path(args.target).stem} (test acc {ckpt.extra.get('test_accuracy')})" if args.target else f"orl-nodef ({args.epochs} epochs, test acc {ckpt.extra.get('test_accuracy')})"
+    results["ifgmi"] = {"target": trained, "eval": bool(args.eval), "classes": args.classes, "per_class": args.per_class,
                         "steps": args.steps, "layer_steps": args.layer_steps, "init_pool": args.init_pool, "selection_augs": args.selection_augs,
                         "levels": args.attack_levels, "rows": rows}
 
@@ -191,10 +198,12 @@ def markdown(results: dict[str, Any], command: str) -> list[str]:
                   f"(load {v.get('load_before')} → {v.get('load_after')}); the grid is `docs/reach-grid.png`.", ""]
     ifgmi = results.get("ifgmi")
     if ifgmi:
-        judges = [k for k in ("facenet", "dlib") if k in ifgmi["rows"][0]]
+        judges = [k for k in ("facenet", "dlib", "consensus", "eval") if ifgmi["rows"][0].get(k) is not None]
         lines += [f"**IF-GMI's radius curve** on {ifgmi['target']} — cut to classes 0–{ifgmi['classes'] - 1}, {ifgmi['per_class']} kept of "
                   f"{2 * ifgmi['per_class']} per class, {ifgmi['steps']} latent steps, {ifgmi['layer_steps']} steps per level (levels {ifgmi['levels']}), "
-                  f"pool {ifgmi['init_pool']}, {ifgmi['selection_augs']} selection draws. Radius 0: the latent search alone. No evaluation model was trained for this cut run.", "",
+                  f"pool {ifgmi['init_pool']}, {ifgmi['selection_augs']} selection draws. Radius 0: the latent search alone. "
+                  + ("consensus: both independent recognisers place the reconstruction nearest its person; eval: the evaluation model trained on the private data (not independent)."
+                     if ifgmi.get("eval") else "No evaluation model was used for this run."), "",
                   "| radius | " + " | ".join(f"{j} top-1 (%)" for j in judges) + " | target's own top-1 (%) | target conf | wall (s) | load before → after |",
                   "|---|" + "---|" * len(judges) + "---|---|---|---|"]
         for r in ifgmi["rows"]:
@@ -222,6 +231,8 @@ def main() -> int:
     parser.add_argument("--attack-radii", type=lambda s: [_radius(v) for v in s.split(",")], default=[0.0, 0.1, 0.3, None])
     parser.add_argument("--attack-levels", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1])
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--target", type=Path, default=None, help="ifgmi: attack this trained target instead of training a cut NoDef one")
+    parser.add_argument("--eval", type=Path, default=None, help="ifgmi: judge by this evaluation model too")
     parser.add_argument("--classes", type=int, default=8)
     parser.add_argument("--per-class", type=int, default=2)
     parser.add_argument("--steps", type=int, default=50)
