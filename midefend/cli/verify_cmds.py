@@ -111,11 +111,19 @@ def _print_attacks(report: dict[str, Any]) -> None:
         console.print(f"not run: {skipped['attack']} ({skipped['reason']})", highlight=False)
 
 
-def _print_dry_run(checkpoints: list[Path], common: dict[str, Any], repeats: int) -> None:
+def _print_dry_run(checkpoints: list[Path], common: dict[str, Any], repeats: int, budget: str | None = None) -> None:
     from ..evaluation.cost import estimate_verify, render_estimate
 
     for path in checkpoints:
-        console.print(render_estimate(estimate_verify(path, **common, repeats=repeats), title=path.name), highlight=False, soft_wrap=True)
+        estimate = estimate_verify(path, **common, repeats=repeats)
+        console.print(render_estimate(estimate, title=path.name), highlight=False, soft_wrap=True)
+        if budget is not None:
+            from ..evaluation.budget import parse_budget, plan_budget
+            from ..evaluation.verify import parse_classes
+
+            pool = parse_classes(common.get("classes"), estimate["classes"]) or list(range(estimate["classes"]))
+            plan = plan_budget(estimate, budget_seconds=parse_budget(budget), class_pool=pool, seed=int(common["attack_options"].get("seed", 0)))
+            console.print(f"with --budget {budget}: {plan.describe()}", highlight=False, soft_wrap=True)
 
 
 @app.command("verify")
@@ -153,6 +161,7 @@ def verify_cmd(
     merge: Annotated[bool, typer.Option("--merge", help="Attack nothing: merge all shards' results in --out and write the report.")] = False,
     class_batch: Annotated[Optional[int], typer.Option("--class-batch", help="Classes attacked together (a memory bound; the unit of sharding).")] = None,
     reach: Annotated[bool, typer.Option("--reach/--no-reach", help="Measure the prior's reach on held-out photos before the attacks (warns when the prior cannot draw most identities).")] = True,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Fit the run into this wall time ('30m', '2h', seconds): a seeded sample of classes, the attacks that fit (PPA and adaptive variants always kept); the report gives the headline's 95% interval.")] = None,
 ) -> None:
     """Attack CHECKPOINT with every allowed attack and write report.json, report.md and the grids (sharded: docs/distributed.md)."""
     from ..evaluation.verify import verify
@@ -165,11 +174,11 @@ def verify_cmd(
     if class_batch is not None:
         common["attack_options"]["class_batch"] = class_batch
     if dry_run:
-        _print_dry_run([checkpoint], common, repeats)
+        _print_dry_run([checkpoint], common, repeats, budget)
         return
     out_dir = out or Path("runs") / f"verify-{checkpoint.stem}"
     report = verify(
-        checkpoint, **common, repeats=repeats, out_dir=out_dir, resume=resume, progress=not quiet, log=None if quiet else console.print, shard=shard, merge=merge
+        checkpoint, **common, repeats=repeats, budget=budget, out_dir=out_dir, resume=resume, progress=not quiet, log=None if quiet else console.print, shard=shard, merge=merge
     )
     if report.get("format") == "midefend-verify-shard":
         then = "when all shards are done, run the same command with --merge" if report["merged_by"] == "--merge" else "rank 0 writes the report"

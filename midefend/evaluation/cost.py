@@ -70,7 +70,13 @@ def estimate_verify(checkpoint: Any, *, repeats: int = 1, **kwargs: Any) -> dict
 
     kwargs.pop("out_dir", None)
     reach = kwargs.pop("reach", True)
+    kwargs.pop("budget", None)  # the dry run prices the whole portfolio; --budget plans from it
     run = prepare_verify(checkpoint, **kwargs)
+    return estimate_run(run, device=kwargs.get("device", "cpu"), repeats=repeats, reach=reach)
+
+
+def estimate_run(run: Any, *, device: str = "cpu", repeats: int = 1, reach: bool = True) -> dict[str, Any]:
+    """:func:`estimate_verify` of an already prepared run (``prepare_verify``): what ``verify --budget`` plans from."""
     num_classes = len(run.classes) if run.classes is not None else run.target_ckpt.num_classes
     timing: dict[tuple[bool, str], dict[str, float]] = {}
     rows = []
@@ -79,7 +85,7 @@ def estimate_verify(checkpoint: Any, *, repeats: int = 1, **kwargs: Any) -> dict
         prior = run.prior if type(attack).uses_prior else None
         key = (prior is not None, attack.options.get("precision", "auto"))
         if key not in timing:
-            timing[key] = _time_per_image(run.target, prior, kwargs.get("device", "cpu"), key[1])
+            timing[key] = _time_per_image(run.target, prior, device, key[1])
         t = timing[key]
         # An attack's own cost() may leave fields out (a query attack has no renders of its own): 0 / all.
         cost = {"optimisation": 0, "selection": 0, "init": 0, "kept": 0, **attack.cost(num_classes)}
@@ -92,7 +98,7 @@ def estimate_verify(checkpoint: Any, *, repeats: int = 1, **kwargs: Any) -> dict
     if reach and run.prior is not None:  # verify's reach step (midefend.evaluation.reach), before the attacks
         from .reach import estimate_reach
 
-        reach_row = estimate_reach(run, kwargs.get("device", "cpu"))
+        reach_row = estimate_reach(run, device)
     return {
         "attacks": rows,
         "reach": reach_row,
@@ -121,4 +127,4 @@ def render_estimate(estimate: dict[str, Any], *, title: str = "verify") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["estimate_verify", "render_estimate"]
+__all__ = ["estimate_run", "estimate_verify", "render_estimate"]

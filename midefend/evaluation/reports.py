@@ -66,6 +66,11 @@ def scope_prefix(report: dict[str, Any]) -> str:
     parts = []
     if any(r.get("preset") == "fast" for r in report.get("attacks", [])):
         parts.append("smoke test (--fast), not a verdict")
+    budget = report.get("budget")
+    if budget:
+        interval = budget.get("headline_interval")
+        parts.append(f"budgeted run ({budget['budget_seconds'] / 60:.0f} min)" + (" too small for a verdict: a smoke test" if budget.get("smoke_test") else "")
+                     + (f", headline 95% interval over all classes {100 * interval[0]:.1f}–{100 * interval[1]:.1f}%" if interval else ""))
     done, total = len(report.get("metrics", {}).get("per_class") or []), (report.get("target") or {}).get("num_classes")
     if total and 0 < done < total:
         parts.append(f"{done} of {total} classes attacked")

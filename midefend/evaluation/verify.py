@@ -189,6 +189,7 @@ def verify(
     merge: bool = False,
     faces: bool | None = None,
     reach: bool = True,
+    budget: float | str | None = None,
 ) -> dict[str, Any]:
     """Attack ``checkpoint`` with a portfolio of attacks; write ``report.json``, ``report.md`` and grids to ``out_dir``.
 
@@ -223,6 +224,9 @@ def verify(
             classes and writes no report; ``merge=True`` attacks nothing and writes the
             report from all shards' results; under torchrun each rank attacks its shard
             and rank 0 writes the report (:mod:`midefend.attacks.sharding`, docs/distributed.md).
+        budget: fit the run into this wall time (``"30m"``, seconds): a seeded sample of the classes and
+            the attacks that fit, PPA and the adaptive variants always kept (:mod:`~midefend.evaluation.budget`);
+            ``report["budget"]`` says what was cut and the headline's 95 % interval over the unsampled classes.
         reach: before the attacks, measure the prior's reach on held-out photos
             (:mod:`~midefend.evaluation.reach`; ``report["reach"]``, a warning when it is low).
 
@@ -259,6 +263,7 @@ def verify(
         face.evaluator.to(device)
     target = run.target.to(device)
     base_seed = int((attack_options or {}).get("seed", 0))
+    plan_of_budget = _fit_budget(run, budget, device=device, reach=reach, seed=base_seed, log=log) if budget is not None else None
     reach_json, reach_note = None, None
     if reach and shard is None and run.prior is not None:  # judged without any attack: what the prior can draw at all
         from .reach import reach_for_verify
@@ -339,6 +344,9 @@ def verify(
         "skipped_attacks": run.skipped,
         "timing": {"attack_seconds": round(sum(r["seconds"] * repeats for r in rows), 2), "total_seconds": round(time.perf_counter() - start, 2), "device": str(device)},
     }
+    if plan_of_budget is not None:
+        report["budget"] = _budget_record(plan_of_budget, best["metrics"].get("identity") or {})
+        report["notes"].append(plan_of_budget.describe())
     report["verdict"] = verdict_line(report)
     if reach_json is not None:
         report["reach"] = reach_json
@@ -350,6 +358,36 @@ def verify(
     paths = write_report(out, report, private=firsts, reconstructions=grids[best["name"]], attack_grids=grids)
     report["files"] = {k: str(v) for k, v in paths.items()}
     return report
+
+
+def _fit_budget(run: Any, budget: float | str, *, device: str, reach: bool, seed: int, log: Callable[[str], None] | None) -> Any:
+    """Narrow a prepared run to the classes and attacks that fit ``budget`` (see :mod:`~midefend.evaluation.budget`)."""
+    from .budget import parse_budget, plan_budget
+    from .cost import estimate_run
+
+    seconds = parse_budget(budget)
+    if log is not None:
+        log(f"planning the budget of {seconds / 60:.0f} min: timing the attacks on this machine ...")
+    estimate = estimate_run(run, device=device, reach=reach)
+    pool = list(run.classes) if run.classes is not None else list(range(run.target_ckpt.num_classes))
+    plan = plan_budget(estimate, budget_seconds=seconds, class_pool=pool, seed=seed)
+    run.classes = plan.classes
+    run.skipped = [*run.skipped, *({"attack": d["attack"], "reason": f"left out by --budget: {d['reason']}"} for d in plan.dropped)]
+    run.planned = [p for p in run.planned if p.label in plan.attacks]
+    if log is not None:
+        log(plan.describe())
+    return plan
+
+
+def _budget_record(plan: Any, identity: dict[str, Any]) -> dict[str, Any]:
+    """``report["budget"]``: the plan, and the headline's 95 % interval as an estimate over all the classes."""
+    from .budget import headline_interval, per_class_headline
+
+    record = plan.to_json()
+    scores = per_class_headline(identity)
+    if scores:
+        record["headline_interval"] = list(headline_interval(scores, population=plan.total_classes))
+    return record
 
 
 def _at_size(reconstructions: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
