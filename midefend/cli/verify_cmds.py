@@ -115,7 +115,7 @@ def _print_dry_run(checkpoints: list[Path], common: dict[str, Any], repeats: int
     from ..evaluation.cost import estimate_verify, render_estimate
 
     for path in checkpoints:
-        estimate = estimate_verify(path, **common, repeats=repeats)
+        estimate = estimate_verify(path, **common, repeats=repeats, log=lambda line: console.print(line, highlight=False))
         console.print(render_estimate(estimate, title=path.name), highlight=False, soft_wrap=True)
         if budget is not None:
             from ..evaluation.budget import parse_budget, plan_budget

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 
-def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch: int = 128, rounds: int = 2) -> dict[str, float]:
+def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch: int = 64, rounds: int = 1) -> dict[str, float]:
     """Seconds per image on one batch of the size attacks use, as they run (``channels_last``, autocast):
     ``step`` (prior + target, forward and backward), ``target_step`` (the target alone, forward and
     backward: what an extra EOT erasure costs) and ``forward`` (the target alone: selection, initial scoring)."""
@@ -58,7 +58,7 @@ def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch:
     return {key: min(values) / batch for key, values in times.items()}
 
 
-def estimate_verify(checkpoint: Any, *, repeats: int = 1, **kwargs: Any) -> dict[str, Any]:
+def estimate_verify(checkpoint: Any, *, repeats: int = 1, log: Any = None, **kwargs: Any) -> dict[str, Any]:
     """The cost of ``verify(checkpoint, repeats=repeats, **kwargs)`` without running it.
 
     Returns ``{"attacks": [{name, adaptive, threat_model, optimisation, selection, init, kept,
@@ -71,11 +71,13 @@ def estimate_verify(checkpoint: Any, *, repeats: int = 1, **kwargs: Any) -> dict
     kwargs.pop("out_dir", None)
     reach = kwargs.pop("reach", True)
     kwargs.pop("budget", None)  # the dry run prices the whole portfolio; --budget plans from it
+    if log is not None:
+        log("dry run: loading the target, its data and the prior ...")
     run = prepare_verify(checkpoint, **kwargs)
-    return estimate_run(run, device=kwargs.get("device", "cpu"), repeats=repeats, reach=reach)
+    return estimate_run(run, device=kwargs.get("device", "cpu"), repeats=repeats, reach=reach, log=log)
 
 
-def estimate_run(run: Any, *, device: str = "cpu", repeats: int = 1, reach: bool = True) -> dict[str, Any]:
+def estimate_run(run: Any, *, device: str = "cpu", repeats: int = 1, reach: bool = True, log: Any = None) -> dict[str, Any]:
     """:func:`estimate_verify` of an already prepared run (``prepare_verify``): what ``verify --budget`` plans from."""
     num_classes = len(run.classes) if run.classes is not None else run.target_ckpt.num_classes
     timing: dict[tuple[bool, str], dict[str, float]] = {}
@@ -85,6 +87,8 @@ def estimate_run(run: Any, *, device: str = "cpu", repeats: int = 1, reach: bool
         prior = run.prior if type(attack).uses_prior else None
         key = (prior is not None, attack.options.get("precision", "auto"))
         if key not in timing:
+            if log is not None:
+                log(f"dry run: timing the target{' through the prior' if prior is not None else ''} on this machine ...")
             timing[key] = _time_per_image(run.target, prior, device, key[1])
         t = timing[key]
         # An attack's own cost() may leave fields out (a query attack has no renders of its own): 0 / all.
@@ -98,6 +102,8 @@ def estimate_run(run: Any, *, device: str = "cpu", repeats: int = 1, reach: bool
     if reach and run.prior is not None:  # verify's reach step (midefend.evaluation.reach), before the attacks
         from .reach import estimate_reach
 
+        if log is not None:
+            log("dry run: timing the prior-reach step ...")
         reach_row = estimate_reach(run, device)
     return {
         "attacks": rows,
