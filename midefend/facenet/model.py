@@ -261,7 +261,7 @@ def prewhiten(x: torch.Tensor) -> torch.Tensor:
 
     >>> x = torch.rand(2, 3, 8, 8)
     >>> y = prewhiten(x)
-    >>> [round(float(v), 4) for v in y.mean(dim=(1, 2, 3))], [round(float(v), 4) for v in y.std(dim=(1, 2, 3), correction=0)]
+    >>> [round(float(v), 4) + 0.0 for v in y.mean(dim=(1, 2, 3))], [round(float(v), 4) for v in y.std(dim=(1, 2, 3), correction=0)]  # + 0.0: no "-0.0"
     ([0.0, 0.0], [1.0, 1.0])
     """
     n = x[0].numel()
