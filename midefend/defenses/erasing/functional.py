@@ -33,6 +33,11 @@ from .params import EraseBoxes, ErasingConfig, FillSpec, check_boxes, check_gene
 BACKENDS = ("auto", "torch", "triton")
 #: Constant boxes this large are copied one strided view each on the CPU (crossover near 8k elements).
 LARGE_BOX_ELEMENTS = 8192
+#: torch runs a CPU op on one thread below this many elements (``at::internal::GRAIN_SIZE``). The
+#: writer keeps every copy under it: erasing is bandwidth-bound, and on a busy machine each OpenMP
+#: region waits for a descheduled thread and leaves spinning ones behind (issue 33: 50x slower at
+#: 2 threads). No thread setting is touched, so other threads and the results are unaffected.
+SERIAL_ELEMENTS = 32768
 
 
 def pick_backend(device: torch.device, fill: FillSpec, channels: int, backend: str, *, torch_only: bool = False) -> str:
@@ -63,6 +68,7 @@ def erase_boxes_(
         _triton.erase_(x, fill, boxes=boxes)
         return x
     sample, top, left, h, w = _applied_boxes(boxes)
+    serial = x.device.type == "cpu" and torch.get_num_threads() > 1
     if sample.numel() <= 4 and x.device.type == "cpu":  # a DataLoader's one image: slices beat the grouping's ~20 ops
         for b, t, l, bh, bw in zip(*(f.tolist() for f in (sample, top, left, h, w))):  # noqa: E741
             box = x[b, :, t : t + bh, l : l + bw]
@@ -86,10 +92,29 @@ def erase_boxes_(
             continue
         view = x.as_strided((total - (channels - 1) * sc - (bh - 1) * sh - (bw - 1) * sw, *window), (1, sc, sh, sw))
         n = group.shape[0]
-        view.index_copy_(0, group, constant.expand(n, *window) if constant is not None else _noise((n, *window), fill, x, generator))
+        source = constant.expand(n, *window) if constant is not None else _noise((n, *window), fill, x, generator)
+        if not serial:
+            view.index_copy_(0, group, source)
+            continue
+        step = max(1, (SERIAL_ELEMENTS - 1) // (channels * bh * bw))
+        for part, src in zip(torch.split(group, step), torch.split(source, step)):
+            view.index_copy_(0, part, src)
     if large:  # one C++ loop over the boxes (private, but in every supported torch >= 2.2)
+        if serial:
+            large = [band for v in large for band in _bands(v)]
         torch._foreach_copy_(large, [constant[0].expand(v.shape) for v in large])
     return x
+
+
+def _bands(view: torch.Tensor) -> list[torch.Tensor]:
+    """``view`` (``C x h x w``) as row bands of fewer than :data:`SERIAL_ELEMENTS` elements each
+    (one channel per band when a channel's row alone is that long)."""
+    channels, rows, cols = view.shape
+    if channels * rows * cols < SERIAL_ELEMENTS:
+        return [view]
+    planes = [view] if channels * cols < SERIAL_ELEMENTS else list(view.split(1))
+    step = max(1, (SERIAL_ELEMENTS - 1) // (planes[0].shape[0] * cols))
+    return [band for plane in planes for band in plane.split(step, dim=1)]
 
 
 def _applied_boxes(boxes: EraseBoxes) -> tuple[torch.Tensor, ...]:
