@@ -142,17 +142,21 @@ class TestSerialWriter:
     def test_bands_cover_a_large_box_once(self):
         x = torch.zeros(3, 300, 250)
         view = x[:, 10:290, 5:245]
-        bands = functional._bands(view)
-        assert all(b.numel() < functional.SERIAL_ELEMENTS for b in bands) and len(bands) > 1
-        for b in bands:
-            b.add_(1)
-        assert int(x.sum()) == view.numel() and bool((view == 1).all())
+        source = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)
+        pairs = functional._serial_copies(view, source)
+        assert all(dst.numel() < functional.SERIAL_ELEMENTS for dst, _ in pairs) and len(pairs) > 1
+        for dst, src in pairs:
+            dst.add_(src)
+        assert torch.equal(view, source.expand_as(view)) and float(x.sum()) == float(view.sum())
 
     def test_wide_rows_split_per_channel(self):
         x = torch.zeros(3, 4, 20000)
-        bands = functional._bands(x)
-        assert all(b.shape[0] == 1 and b.numel() < functional.SERIAL_ELEMENTS for b in bands)
-        assert sum(b.numel() for b in bands) == x.numel()
+        source = torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1)
+        pairs = functional._serial_copies(x, source)
+        assert all(dst.shape[0] == 1 and dst.numel() < functional.SERIAL_ELEMENTS for dst, _ in pairs)
+        for dst, src in pairs:
+            dst.copy_(src.expand_as(dst))
+        assert torch.equal(x, source.expand_as(x))
 
     def test_no_copy_reaches_the_grain_size(self, threads, monkeypatch):
         threads(2)
@@ -161,3 +165,13 @@ class TestSerialWriter:
         monkeypatch.setattr(torch.Tensor, "index_copy_", lambda self, d, i, s: sizes.append(s.numel()) or original(self, d, i, s))
         random_erase_batch(torch.rand(256, 3, 64, 64), generator=gen(0))
         assert sizes and max(sizes) < functional.SERIAL_ELEMENTS
+
+    def test_large_boxes_are_copied_in_bands_at_two_threads(self, threads, monkeypatch):
+        threads(2)
+        sizes = []
+        original = torch._foreach_copy_
+        monkeypatch.setattr(torch, "_foreach_copy_", lambda dst, src: sizes.extend(d.numel() for d in dst) or original(dst, src))
+        x = torch.rand(8, 3, 224, 224)
+        y, boxes = random_erase_batch(x, scale=(0.3, 0.9), generator=gen(0), return_boxes=True)
+        assert sizes and max(sizes) < functional.SERIAL_ELEMENTS
+        assert sum(sizes) == int((boxes.height * boxes.width).sum()) * 3

@@ -205,12 +205,14 @@ def boxes_from_uniforms(
     position; float64, so the rounding does not depend on the device.
     """
     u = u.to(torch.float64)
+    if _on_numpy(u):
+        return tuple(torch.from_numpy(a) for a in _box_map_numpy(u.numpy(), height, width, scale, ratio))
     # when every draw fits (the usual case) attempt 0 is taken: skip computing the others
     attempts = 1 if _always_fits(height, width, tuple(scale), tuple(ratio)) else ATTEMPTS
     area = (scale[0] + (scale[1] - scale[0]) * u[..., :attempts]) * (height * width)
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = ratio[0] if lo == hi else _exp(lo + (hi - lo) * u[..., ATTEMPTS : ATTEMPTS + attempts])
-    hs, ws = _side(_sqrt(area * aspect), height), _side(_sqrt(area / aspect), width)
+    aspect = ratio[0] if lo == hi else torch.exp(lo + (hi - lo) * u[..., ATTEMPTS : ATTEMPTS + attempts])
+    hs, ws = _side(torch.sqrt(area * aspect), height), _side(torch.sqrt(area / aspect), width)
     if attempts == 1:
         h, w = hs[..., 0], ws[..., 0]
     else:  # argmax of a 0/1 tensor is the first fit; rows without one take attempt 0
@@ -268,19 +270,32 @@ def _box_floats(u, height, width, scale, ratio) -> tuple[int, int, int, int] | N
 
 
 def _on_numpy(t: torch.Tensor) -> bool:
-    """CPU float64 tensors of the box table take numpy's ``sqrt`` and ``exp``: torch sends these to
-    MKL's vector math, which enters an OpenMP region even for a few hundred elements; at 2 threads on
-    a busy machine one call took ~0.7 ms of a 1.6 ms erase (issue 33). numpy stays on this thread;
-    ``sqrt`` is exactly rounded in both, so the boxes do not change. Not while torch.compile traces."""
+    """CPU tables take :func:`_box_map_numpy`: torch sends ``sqrt`` and ``exp`` to MKL's vector math,
+    which enters an OpenMP region even for a few hundred elements (at 2 threads on a busy machine one
+    call took ~0.7 ms of a 1.6 ms erase, issue 33), and each of the map's ~25 small torch ops costs
+    several microseconds where numpy's cost one. Not while torch.compile traces."""
     return t.device.type == "cpu" and not t.requires_grad and not torch.compiler.is_compiling()
 
 
-def _sqrt(t: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(np.sqrt(t.numpy())) if _on_numpy(t) else torch.sqrt(t)
-
-
-def _exp(t: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(np.exp(t.numpy())) if _on_numpy(t) else torch.exp(t)
+def _box_map_numpy(u: np.ndarray, height: int, width: int, scale, ratio) -> tuple[np.ndarray, ...]:
+    """The torch map above, op for op in numpy float64 on this thread (same results: ``+ - * /``,
+    ``sqrt`` and ``floor`` are exact; ``exp`` may differ in the last bit, which moves a side only
+    on an exact rounding tie, as between torch's own CPU and CUDA ``exp``)."""
+    attempts = 1 if _always_fits(height, width, tuple(scale), tuple(ratio)) else ATTEMPTS
+    area = (scale[0] + (scale[1] - scale[0]) * u[..., :attempts]) * (height * width)
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = ratio[0] if lo == hi else np.exp(lo + (hi - lo) * u[..., ATTEMPTS : ATTEMPTS + attempts])
+    hs = np.floor(np.minimum(np.sqrt(area * aspect) + 0.5, height + 1)).astype(np.int64)
+    ws = np.floor(np.minimum(np.sqrt(area / aspect) + 0.5, width + 1)).astype(np.int64)
+    if attempts == 1:
+        h, w = hs[..., 0], ws[..., 0]
+    else:
+        first = ((hs >= 1) & (ws >= 1) & (hs <= height) & (ws <= width)).argmax(-1)[..., None]
+        h, w = np.take_along_axis(hs, first, -1)[..., 0], np.take_along_axis(ws, first, -1)[..., 0]
+    h, w = np.clip(h, 1, height), np.clip(w, 1, width)
+    top = np.minimum(np.floor(u[..., -2] * (height - h + 1)).astype(np.int64), height - h)
+    left = np.minimum(np.floor(u[..., -1] * (width - w + 1)).astype(np.int64), width - w)
+    return top, left, h, w
 
 
 def _side(root: torch.Tensor, limit: int) -> torch.Tensor:  # round(root), capped first: 1e40 overflows int64
