@@ -121,15 +121,17 @@ def _write_grouped(x, applied, fill, constant, generator, serial) -> None:
 
 
 def _serial_copies(box: torch.Tensor, source: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``(destination, source)`` pairs covering ``box`` (``C x h x w``; ``source`` ``C x 1 x 1``) in
-    row bands of fewer than :data:`SERIAL_ELEMENTS` elements (one channel per band when a channel's
-    row alone is that long)."""
+    """``(destination, source)`` pairs covering ``box`` (``C x h x w``; ``source`` ``C x 1 x 1`` or
+    ``C x h x w``) in row bands of fewer than :data:`SERIAL_ELEMENTS` elements (one channel per band
+    when a channel's row alone is that long)."""
     channels, rows, cols = box.shape
     if channels * rows * cols < SERIAL_ELEMENTS:
         return [(box, source)]
     planes = [(box, source)] if channels * cols < SERIAL_ELEMENTS else list(zip(box.split(1), source.split(1)))
     step = max(1, (SERIAL_ELEMENTS - 1) // (planes[0][0].shape[0] * cols))
-    return [(band, src) for plane, src in planes for band in plane.split(step, dim=1)]
+    if source.shape[1] == 1:
+        return [(band, src) for plane, src in planes for band in plane.split(step, dim=1)]
+    return [pair for plane, src in planes for pair in zip(plane.split(step, dim=1), src.split(step, dim=1))]
 
 
 def _applied_boxes(boxes: EraseBoxes) -> tuple[torch.Tensor, ...]:

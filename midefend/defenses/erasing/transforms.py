@@ -17,7 +17,7 @@ from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2 import functional as F
 
 from ...errors import ConfigError
-from .functional import erase_with_config
+from .functional import SERIAL_ELEMENTS, _serial_copies, erase_with_config
 from .params import UNIFORMS_PER_BOX, ErasingConfig, check_index, fill_spec, one_box, sample_boxes
 
 
@@ -93,11 +93,21 @@ class RandomErasingTransform(_ErasingSettings, Transform):
             return None  # an expanded view: the general path refuses it
         height, width = plain.shape[1:]
         u = torch.rand(1, UNIFORMS_PER_BOX + 1, dtype=torch.float64)[0].tolist()
-        out = plain if self.inplace else plain.clone()
+        serial = torch.get_num_threads() > 1  # copies under the grain size: no OpenMP region (see functional)
+        if self.inplace:
+            out = plain
+        elif serial and plain.numel() >= SERIAL_ELEMENTS:
+            out = torch.empty_like(plain)
+            for dst, src in _serial_copies(out, plain):
+                dst.copy_(src)
+        else:
+            out = plain.clone()
         if u[-1] < self.cfg.p:
             top, left, h, w = one_box(u, height, width, self.cfg.scale, self.cfg.ratio)
             box = out[:, top : top + h, left : left + w]
-            box.fill_(fill) if isinstance(fill, float) else box.copy_(fill)
+            source = fill if isinstance(fill, torch.Tensor) else out.new_full((1, 1, 1), fill).expand(box.shape[0], 1, 1)
+            for dst, src in _serial_copies(box, source) if serial else ((box, source),):
+                dst.copy_(src)
         return out if type(inpt) is torch.Tensor else tv_tensors.wrap(out, like=inpt)
 
     def _fill(self, channels: int, dtype: torch.dtype) -> float | torch.Tensor | None:
