@@ -8,7 +8,7 @@ The torch writer serves every device and writes only the erased pixels, many box
 ``V[s]`` is the ``C x h x w`` window starting ``s`` elements after ``x[0, 0, 0, 0]``, so box
 ``(b, top, left)`` is ``V[b*stride_B + top*stride_H + left*stride_W]`` in any memory layout. A
 view has one window shape: the loop runs over distinct box shapes (a few dozen, whatever the
-batch size). On the CPU, constant boxes of at least :data:`LARGE_BOX_ELEMENTS` get a view each,
+batch size). On the CPU, constant boxes of at least :data:`LARGE_BOX_ELEMENTS` get a slice each,
 all copied by one ``_foreach_copy_`` (a strided copy costs ~0.15 ns per element, ``index_copy_``
 ~0.55). On CUDA one Triton kernel launch draws the boxes and writes them (:mod:`._triton`).
 
@@ -33,6 +33,11 @@ from .params import EraseBoxes, ErasingConfig, FillSpec, check_boxes, check_gene
 BACKENDS = ("auto", "torch", "triton")
 #: Constant boxes this large are copied one strided view each on the CPU (crossover near 8k elements).
 LARGE_BOX_ELEMENTS = 8192
+#: torch runs a CPU op on one thread below this many elements (``at::internal::GRAIN_SIZE``). The
+#: writer keeps every copy under it: erasing is bandwidth-bound, and on a busy machine each OpenMP
+#: region waits for a descheduled thread and leaves spinning ones behind (issue 33: 50x slower at
+#: 2 threads). No thread setting is touched, so other threads and the results are unaffected.
+SERIAL_ELEMENTS = 32768
 
 
 def pick_backend(device: torch.device, fill: FillSpec, channels: int, backend: str, *, torch_only: bool = False) -> str:
@@ -63,33 +68,70 @@ def erase_boxes_(
         _triton.erase_(x, fill, boxes=boxes)
         return x
     sample, top, left, h, w = _applied_boxes(boxes)
+    serial = x.device.type == "cpu" and torch.get_num_threads() > 1
     if sample.numel() <= 4 and x.device.type == "cpu":  # a DataLoader's one image: slices beat the grouping's ~20 ops
         for b, t, l, bh, bw in zip(*(f.tolist() for f in (sample, top, left, h, w))):  # noqa: E741
             box = x[b, :, t : t + bh, l : l + bw]
             box.copy_(_source(fill, box[None], generator)[0].expand_as(box))
         return x
+    channels = x.shape[1]
+    # a constant fill is one (1, C, 1, 1) source expanded to every box: no per-pixel memory is read
+    constant = None if fill.values is None else x.new_tensor(fill.values).view(1, -1, 1, 1)
+    if constant is not None and x.device.type == "cpu":
+        rows = torch.stack([sample, top, left, h, w], 1).tolist()
+        large = [r for r in rows if r[3] * r[4] * channels >= LARGE_BOX_ELEMENTS]
+        if large:  # a strided view each, all copied by one C++ loop (private, in every torch >= 2.2)
+            sb, sc, sh, sw = x.stride()
+            offset, src = x.storage_offset(), constant[0]
+            views = [x.as_strided((channels, bh, bw), (sc, sh, sw), offset + b * sb + t * sh + l * sw) for b, t, l, bh, bw in large]  # noqa: E741
+            pairs = [pair for v in views for pair in _serial_copies(v, src)] if serial else [(v, src) for v in views]
+            torch._foreach_copy_([dst for dst, _ in pairs], [source for _, source in pairs])  # the (C, 1, 1) source broadcasts
+            if len(large) == len(rows):
+                return x
+            small = [r for r in rows if r[3] * r[4] * channels < LARGE_BOX_ELEMENTS]
+            sample, top, left, h, w = torch.tensor(small, dtype=torch.int64).unbind(1)
+    if sample.numel():
+        _write_grouped(x, (sample, top, left, h, w), fill, constant, generator, serial)
+    return x
+
+
+def _write_grouped(x, applied, fill, constant, generator, serial) -> None:
+    """Boxes of one shape share a window view of the batch and one ``index_copy_`` (chunked under
+    :data:`SERIAL_ELEMENTS` when ``serial``)."""
+    sample, top, left, h, w = applied
     sb, sc, sh, sw = x.stride()
-    channels, height, width = x.shape[1:]
+    channels, width = x.shape[1], x.shape[3]
     total = 1 + sum((n - 1) * s for n, s in zip(x.shape, x.stride()))  # elements the batch spans
     key = h * (width + 1) + w
     order = torch.argsort(key, stable=True)
     shapes, counts = torch.unique_consecutive(key[order], return_counts=True)
     starts = (sample * sb + top * sh + left * sw)[order]
-    # a constant fill is one (1, C, 1, 1) source expanded to every box: no per-pixel memory is read
-    constant = None if fill.values is None else x.new_tensor(fill.values).view(1, -1, 1, 1)
-    large: list[torch.Tensor] = []
     for shape_key, group in zip(shapes.tolist(), torch.split(starts, counts.tolist())):
         bh, bw = divmod(shape_key, width + 1)
         window = (channels, bh, bw)
-        if constant is not None and x.device.type == "cpu" and channels * bh * bw >= LARGE_BOX_ELEMENTS:
-            large += [x.as_strided(window, (sc, sh, sw), x.storage_offset() + s) for s in group.tolist()]
-            continue
         view = x.as_strided((total - (channels - 1) * sc - (bh - 1) * sh - (bw - 1) * sw, *window), (1, sc, sh, sw))
         n = group.shape[0]
-        view.index_copy_(0, group, constant.expand(n, *window) if constant is not None else _noise((n, *window), fill, x, generator))
-    if large:  # one C++ loop over the boxes (private, but in every supported torch >= 2.2)
-        torch._foreach_copy_(large, [constant[0].expand(v.shape) for v in large])
-    return x
+        source = constant.expand(n, *window) if constant is not None else _noise((n, *window), fill, x, generator)
+        if not serial:
+            view.index_copy_(0, group, source)
+            continue
+        step = max(1, (SERIAL_ELEMENTS - 1) // (channels * bh * bw))
+        for part, src in zip(torch.split(group, step), torch.split(source, step)):
+            view.index_copy_(0, part, src)
+
+
+def _serial_copies(box: torch.Tensor, source: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(destination, source)`` pairs covering ``box`` (``C x h x w``; ``source`` ``C x 1 x 1`` or
+    ``C x h x w``) in row bands of fewer than :data:`SERIAL_ELEMENTS` elements (one channel per band
+    when a channel's row alone is that long)."""
+    channels, rows, cols = box.shape
+    if channels * rows * cols < SERIAL_ELEMENTS:
+        return [(box, source)]
+    planes = [(box, source)] if channels * cols < SERIAL_ELEMENTS else list(zip(box.split(1), source.split(1)))
+    step = max(1, (SERIAL_ELEMENTS - 1) // (planes[0][0].shape[0] * cols))
+    if source.shape[1] == 1:
+        return [(band, src) for plane, src in planes for band in plane.split(step, dim=1)]
+    return [pair for plane, src in planes for pair in zip(plane.split(step, dim=1), src.split(step, dim=1))]
 
 
 def _applied_boxes(boxes: EraseBoxes) -> tuple[torch.Tensor, ...]:
