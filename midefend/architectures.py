@@ -174,12 +174,27 @@ def build_model(arch: str, *, num_classes: int, in_chans: int = 3, **kwargs: Any
     return _REGISTRY[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
+def vib(*, num_classes: int, in_chans: int = 3, base: str = "midefend/resnet_small", base_kwargs: dict | None = None,
+        dim: int | None = None) -> nn.Module:  # fmt: skip
+    """``base`` with MID's variational bottleneck head of ``dim`` units (default half the features).
+
+    What a checkpoint trained with ``--defense mid`` records, so the file alone rebuilds the network.
+    """
+    from .defenses.baselines.mid import add_bottleneck
+
+    if base == "midefend/vib":
+        raise ConfigError("the base of midefend/vib cannot be midefend/vib itself")
+    model = build_model(base, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
+    add_bottleneck(model, dim)
+    return model
+
+
 def _load_builtin() -> None:
-    # midefend's own small networks, registered on first use (nets imports nothing from here)
+    # midefend's own networks, registered on first use (nets and the FaceNet backbone import nothing from here)
     from .facenet.backbone import BUILTIN_ARCHITECTURES as FACENET
     from .nets import BUILTIN_ARCHITECTURES
 
-    for name, fn in {**BUILTIN_ARCHITECTURES, **FACENET}.items():
+    for name, fn in {**BUILTIN_ARCHITECTURES, **FACENET, "vib": vib}.items():
         _REGISTRY.setdefault(_full_name(name), fn)
 
 

@@ -164,7 +164,8 @@ class VGGSmall(_TimmLike):
 
 
 #: midefend's own architectures by name; :mod:`midefend.architectures` registers them (this module
-#: imports nothing of midefend's but the errors, so the two cannot form an import cycle).
+#: imports nothing of midefend's but the errors, so the two cannot form an import cycle; ``midefend/vib``,
+#: which builds another architecture, is registered by :mod:`midefend.architectures` itself).
 BUILTIN_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -188,21 +189,4 @@ def vgg_small(*, num_classes: int, in_chans: int = 3, **kwargs) -> VGGSmall:
     return VGGSmall(num_classes, in_chans, **kwargs)
 
 
-@_builtin("vib")
-def vib(*, num_classes: int, in_chans: int = 3, base: str = "midefend/resnet_small", base_kwargs: dict | None = None,
-        dim: int | None = None) -> nn.Module:  # fmt: skip
-    """``base`` with MID's variational bottleneck head of ``dim`` units (default half the features).
-
-    What a checkpoint trained with ``--defense mid`` records, so the file alone rebuilds the network.
-    """
-    from .architectures import build_model
-    from .defenses.baselines.mid import add_bottleneck
-
-    if base == "midefend/vib":
-        raise ConfigError("the base of midefend/vib cannot be midefend/vib itself")
-    model = build_model(base, num_classes=num_classes, in_chans=in_chans, **(base_kwargs or {}))
-    add_bottleneck(model, dim)
-    return model
-
-
-__all__ = ["BasicBlock", "ResNetSmall", "VGGSmall", "conv_bn_relu", "resnet_small", "vgg_small", "vib"]
+__all__ = ["BasicBlock", "ResNetSmall", "VGGSmall", "conv_bn_relu", "resnet_small", "vgg_small"]

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from attack_fixtures import tiny_world  # noqa: F401  (session fixture: tiny models, data, prior)
 from midefend.attacks.base import Attack
-from midefend.attacks.sharding import Shard
+from midefend.attacks.shard import Shard
 from midefend.cli import app
 from midefend.errors import AttackError, ConfigError
 from midefend.evaluation.verify import verify
@@ -40,6 +40,8 @@ def _stable(report: dict) -> dict:
     """The report without wall times and paths (also in each attack's row)."""
     out = {k: v for k, v in report.items() if k not in VOLATILE}
     out["attacks"] = [{k: v for k, v in row.items() if k != "seconds"} for row in report["attacks"]]
+    if isinstance(out.get("reach"), dict):  # the prior-reach step's wall time
+        out["reach"] = {k: v for k, v in out["reach"].items() if k != "seconds"}
     return out
 
 

@@ -11,6 +11,7 @@ from .base import Attack as Attack
 from .base import AttackResult as AttackResult
 from .base import LatentAttack as LatentAttack
 from .base import run_attack as run_attack
+from .brep import BREPAttack as BREPAttack
 from .gmi import GMIAttack as GMIAttack
 from .ifgmi import IFGMIAttack as IFGMIAttack
 from .ifgmi import project_l1_ball as project_l1_ball
@@ -21,6 +22,8 @@ from .losses import logit_loss as logit_loss
 from .losses import max_margin_loss as max_margin_loss
 from .losses import poincare_loss as poincare_loss
 from .miface import MIFaceAttack as MIFaceAttack
+from .nes import NESAttack as NESAttack
+from .plg import PLGAttack as PLGAttack
 from .ppa import PPAAttack as PPAAttack
 from .priors import FACE_PRIOR as FACE_PRIOR
 from .priors import DCGANDiscriminator as DCGANDiscriminator
@@ -40,6 +43,7 @@ __all__ = [
     "IDENTITY_LOSSES",
     "Attack",
     "AttackResult",
+    "BREPAttack",
     "DCGANDiscriminator",
     "DCGANGenerator",
     "GMIAttack",
@@ -47,6 +51,8 @@ __all__ = [
     "IFGMIAttack",
     "LatentAttack",
     "MIFaceAttack",
+    "NESAttack",
+    "PLGAttack",
     "PPAAttack",
     "adapt_images",
     "cross_entropy_loss",

@@ -68,6 +68,7 @@ from .augment import apply_params, draw_params, policy
 from .losses import get_identity_loss
 from ..models.images import adapt_images
 from .priors import GenerativePrior, inference_prior
+from .shard import Shard
 
 _STATE_FILE = "attack.json"
 _PRECISIONS = ("auto", "fp32", "bf16")
@@ -319,7 +320,7 @@ class Attack:
             resume: reuse the per-class results already in ``out_dir``.
             device: where to compute (default: the target's device).
             progress: draw a rich progress bar on stderr.
-            shard: ``"i/N"`` or a :class:`~midefend.attacks.sharding.Shard`: compute only
+            shard: ``"i/N"`` or a :class:`~midefend.attacks.shard.Shard`: compute only
                 shard ``i`` of ``N`` of the chunks (:mod:`~midefend.attacks.sharding`).
         """
         if not isinstance(target, Classifier):
@@ -339,8 +340,6 @@ class Attack:
         state = self._state(target, prior, class_list, precision)
         chunks = self._chunks(class_list)
         if shard is not None:  # whole chunks of the full list, so every batch is the single-process one
-            from .sharding import Shard
-
             shard = Shard.parse(shard)
             chunks = shard.select(chunks)
             class_list = [c for chunk in chunks for c in chunk]

@@ -11,7 +11,7 @@ discriminator trained with BCE), the identity term (cross-entropy by default)
 makes the target see class ``y``. GMI starts from random latents
 (``init_pool=0``) and keeps them in ``[−clip, clip]`` after each step.
 Needs a prior with a discriminator — one from
-:func:`~midefend.attacks.priors.train_prior`, not the face GAN.
+:func:`~midefend.attacks.prior_training.train_prior`, not the face GAN.
 
 >>> GMIAttack().options["loss"], GMIAttack().options["identity_weight"]
 ('cross-entropy', 100.0)

@@ -353,15 +353,6 @@ def load_prior(spec: str | Path, *, device: Any = None) -> GenerativePrior:
 
 
 
-
-def __getattr__(name: str):
-    """``train_prior`` moved to :mod:`.prior_training`; the old import path resolves it lazily (no cycle)."""
-    if name == "train_prior":
-        from .prior_training import train_prior
-
-        return train_prior
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 __all__ = [
     "FACE_PRIOR",
     "DCGANDiscriminator",

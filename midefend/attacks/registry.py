@@ -1,7 +1,9 @@
 """Attack registry: attacks register under a name, the CLI and ``run_attack`` look them up.
 
 Shaped like torchvision's model registry: registering a name twice is an error,
-and :func:`list_attacks` filters with shell-style patterns.
+and :func:`list_attacks` filters with shell-style patterns. The registry never imports the attacks:
+the package (``midefend/attacks/__init__.py``) imports the built-in ones, which register themselves,
+as timm's ``register_model`` modules do.
 
 >>> "ppa" in list_attacks()
 True
@@ -41,21 +43,14 @@ def register_attack(name: str) -> Callable[[A], A]:
 
 def list_attacks(include: str | list[str] | None = None, exclude: str | list[str] | None = None) -> list[str]:
     """Sorted names of the registered attacks, optionally filtered by ``fnmatch`` patterns."""
-    _load_builtin()
     return filter_names(_ATTACKS, include, exclude)
 
 
 def get_attack(name: str) -> type[Attack]:
     """The attack class registered as ``name`` (:class:`ConfigError` naming the known ones otherwise)."""
-    _load_builtin()
     if name not in _ATTACKS:
         raise ConfigError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(_ATTACKS))}")
     return _ATTACKS[name]
-
-
-def _load_builtin() -> None:
-    # The built-in attacks register themselves when their modules are imported.
-    from . import brep, gmi, ifgmi, miface, nes, plg, ppa  # noqa: F401
 
 
 __all__ = ["get_attack", "list_attacks", "register_attack"]

@@ -18,7 +18,8 @@ from ._common import app, console, err_console, handle_errors
 
 
 def _print_summary(run_dir: Path) -> None:
-    from ..review.verdict import human_markdown, human_verdict
+    from ..evaluation.reports import human_markdown
+    from ..review.verdict import human_verdict
 
     verdict = human_verdict(run_dir)
     if verdict is None:

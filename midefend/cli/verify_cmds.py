@@ -112,7 +112,8 @@ def _print_attacks(report: dict[str, Any]) -> None:
 
 
 def _print_dry_run(checkpoints: list[Path], common: dict[str, Any], repeats: int, budget: str | None = None) -> None:
-    from ..evaluation.cost import estimate_verify, render_estimate
+    from ..evaluation.cost import render_estimate
+    from ..evaluation.verify import estimate_verify
 
     for path in checkpoints:
         estimate = estimate_verify(path, **common, repeats=repeats, log=lambda line: console.print(line, highlight=False))

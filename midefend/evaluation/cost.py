@@ -58,27 +58,14 @@ def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch:
     return {key: min(values) / batch for key, values in times.items()}
 
 
-def estimate_verify(checkpoint: Any, *, repeats: int = 1, log: Any = None, **kwargs: Any) -> dict[str, Any]:
-    """The cost of ``verify(checkpoint, repeats=repeats, **kwargs)`` without running it.
+def estimate_run(run: Any, *, device: str = "cpu", repeats: int = 1, reach: bool = True, log: Any = None) -> dict[str, Any]:
+    """The cost of a prepared verify run (``prepare_verify``): what ``verify --dry-run`` prints and ``--budget`` plans from.
 
     Returns ``{"attacks": [{name, adaptive, threat_model, optimisation, selection, init, kept,
     seconds}], "reach" (the prior-reach step, ``None`` with ``reach=False``), "skipped", "classes", "repeats",
     "seconds_per_image", "total_seconds"}``;
     the image counts are per run of all the classes, the seconds include the repeats.
     """
-    from .verify import prepare_verify
-
-    kwargs.pop("out_dir", None)
-    reach = kwargs.pop("reach", True)
-    kwargs.pop("budget", None)  # the dry run prices the whole portfolio; --budget plans from it
-    if log is not None:
-        log("dry run: loading the target, its data and the prior ...")
-    run = prepare_verify(checkpoint, **kwargs)
-    return estimate_run(run, device=kwargs.get("device", "cpu"), repeats=repeats, reach=reach, log=log)
-
-
-def estimate_run(run: Any, *, device: str = "cpu", repeats: int = 1, reach: bool = True, log: Any = None) -> dict[str, Any]:
-    """:func:`estimate_verify` of an already prepared run (``prepare_verify``): what ``verify --budget`` plans from."""
     num_classes = len(run.classes) if run.classes is not None else run.target_ckpt.num_classes
     timing: dict[tuple[bool, str], dict[str, float]] = {}
     rows = []
@@ -133,4 +120,4 @@ def render_estimate(estimate: dict[str, Any], *, title: str = "verify") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["estimate_run", "estimate_verify", "render_estimate"]
+__all__ = ["estimate_run", "render_estimate"]

@@ -231,18 +231,37 @@ def _reach_lines(reach: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _with_human_verdict(out: Path, report: dict[str, Any]) -> dict[str, Any]:
-    """``report`` with the human verdict of ``out/review/human*.json`` when someone reviewed (``midefend review``)."""
-    from ..review.report_hook import attach_human
-
-    return attach_human(out, report)
-
-
 def _human_lines(verdict: dict[str, Any] | None) -> list[str]:
-    """The "Human verdict" section of report.md (empty without one)."""
-    from ..review.verdict import human_markdown
-
+    """The "Human verdict" section of report.md (empty without one; ``midefend review`` writes the verdict)."""
     return ["", *human_markdown(verdict)] if verdict else []
+
+
+def human_markdown(verdict: dict[str, Any] | None) -> list[str]:
+    """Markdown lines of a human verdict (a heading, the accuracy table, the judges' agreement); ``[]`` for none."""
+    if not verdict:
+        return []
+    lines = [
+        "## Human verdict", "",
+        f"Reviewers: {', '.join(verdict['reviewers'])}. Forced choice among K candidate identities; "
+        f"\"none of these\" counts as wrong; 95 % interval: {verdict['interval'].split(',')[0]}.", "",
+        "| attack | trials | human accuracy (%) | 95 % CI (%) | chance (%) | verdict |", "|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name, row in verdict["attacks"].items():
+        low, high = row["ci95"]
+        said = "identity recognised above chance" if row["above_chance"] else "not distinguishable from chance"
+        lines.append(f"| {name} | {row['n']} | {_pct(row['accuracy'])} | {_pct(low)}–{_pct(high)} | {_pct(row['chance'])} | {said} |")
+    lines += ["", "Automatic judges on the same trials:", ""]
+    for name, row in verdict["attacks"].items():
+        judges = row["judges"]
+        if "note" in judges:
+            lines.append(f"- {name}: {judges['note']}")
+            continue
+        for judge, j in judges.items():
+            lines.append(
+                f"- {name}, {judge}: judge accuracy {_pct(j['judge_accuracy'])} %, agrees with the person on {_pct(j['agreement'])} % "
+                f"of {j['n']} trials; {j['judge_hits_not_confirmed']} of its {j['judge_hits']} hits not confirmed by the person"
+            )
+    return [*lines, ""]
 
 
 def _primary_name(m: dict[str, Any]) -> str:
@@ -339,7 +358,6 @@ def write_report(
         for name, images in (attack_grids or {}).items():
             paths[f"grid-{name}"] = save_grid(out / f"grid-{name}.png", private, images)
     full = {"format": REPORT_FORMAT, "version": REPORT_VERSION, **report, "files": {k: str(v) for k, v in paths.items()}}
-    full = _with_human_verdict(out, full)
     atomic_write_text(paths["markdown"], render_markdown(full))
     atomic_write_text(paths["json"], json.dumps(full, indent=2, sort_keys=False, allow_nan=False) + "\n")
     return paths
@@ -451,6 +469,7 @@ __all__ = [
     "comparison_rows",
     "load_report",
     "render_comparison_markdown",
+    "human_markdown",
     "render_markdown",
     "save_grid",
     "std_label",

@@ -159,6 +159,20 @@ def prepare_verify(
     )
 
 
+def estimate_verify(checkpoint: Any, *, repeats: int = 1, log: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """The cost of ``verify(checkpoint, repeats=repeats, **kwargs)`` without running it (``--dry-run``):
+    :func:`~midefend.evaluation.cost.estimate_run` of the prepared run."""
+    from .cost import estimate_run
+
+    kwargs.pop("out_dir", None)
+    reach = kwargs.pop("reach", True)
+    kwargs.pop("budget", None)  # the dry run prices the whole portfolio; --budget plans from it
+    if log is not None:
+        log("dry run: loading the target, its data and the prior ...")
+    run = prepare_verify(checkpoint, **kwargs)
+    return estimate_run(run, device=kwargs.get("device", "cpu"), repeats=repeats, reach=reach, log=log)
+
+
 def verify(
     checkpoint: Any,
     *,
@@ -355,6 +369,9 @@ def verify(
             report["verdict"] += f" Warning: {reach_note}."
     for row in rows:
         row["grid"] = f"grid-{row['name']}.png"
+    from ..review.report_hook import attach_human
+
+    attach_human(out, report)  # a person's verdict from an earlier `midefend review` of this folder, when there is one
     paths = write_report(out, report, private=firsts, reconstructions=grids[best["name"]], attack_grids=grids)
     report["files"] = {k: str(v) for k, v in paths.items()}
     return report
@@ -401,4 +418,4 @@ def _at_size(reconstructions: torch.Tensor, shape: tuple[int, ...]) -> torch.Ten
     return flat.view(n, k, *shape)
 
 
-__all__ = ["attack_dir", "load_private_data", "parse_classes", "prepare_verify", "verify"]
+__all__ = ["attack_dir", "estimate_verify", "load_private_data", "parse_classes", "prepare_verify", "verify"]

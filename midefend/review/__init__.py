@@ -21,7 +21,6 @@ from .store import load_review as load_review
 from .store import review_path as review_path
 from .trials import Trial as Trial
 from .trials import draw_trials as draw_trials
-from .verdict import human_markdown as human_markdown
 from .verdict import human_verdict as human_verdict
 
-__all__ = ["Trial", "draw_trials", "human_markdown", "human_verdict", "load_review", "review_path", "wilson_interval"]
+__all__ = ["Trial", "draw_trials", "human_verdict", "load_review", "review_path", "wilson_interval"]

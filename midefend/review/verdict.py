@@ -27,7 +27,7 @@ from typing import Any
 from .stats import wilson_interval
 from .store import ReviewFile, load_review, review_files
 
-__all__ = ["NOT_RECORDED", "human_markdown", "human_verdict"]
+__all__ = ["NOT_RECORDED", "human_verdict"]
 
 FORMAT = "midefend-human-verdict"
 NOT_RECORDED = "judges' per-image verdicts not recorded in this report"
@@ -120,33 +120,5 @@ def human_verdict(run_dir: str | Path) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
 
 
-def human_markdown(verdict: dict[str, Any] | None) -> list[str]:
-    """Markdown lines of a human verdict (a heading, the accuracy table, the judges' agreement); ``[]`` for none."""
-    if not verdict:
-        return []
-    lines = [
-        "## Human verdict", "",
-        f"Reviewers: {', '.join(verdict['reviewers'])}. Forced choice among K candidate identities; "
-        f"\"none of these\" counts as wrong; 95 % interval: {verdict['interval'].split(',')[0]}.", "",
-        "| attack | trials | human accuracy (%) | 95 % CI (%) | chance (%) | verdict |", "|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    for name, row in verdict["attacks"].items():
-        low, high = row["ci95"]
-        said = "identity recognised above chance" if row["above_chance"] else "not distinguishable from chance"
-        lines.append(f"| {name} | {row['n']} | {_pct(row['accuracy'])} | {_pct(low)}–{_pct(high)} | {_pct(row['chance'])} | {said} |")
-    lines += ["", "Automatic judges on the same trials:", ""]
-    for name, row in verdict["attacks"].items():
-        judges = row["judges"]
-        if "note" in judges:
-            lines.append(f"- {name}: {judges['note']}")
-            continue
-        for judge, j in judges.items():
-            lines.append(
-                f"- {name}, {judge}: judge accuracy {_pct(j['judge_accuracy'])} %, agrees with the person on {_pct(j['agreement'])} % "
-                f"of {j['n']} trials; {j['judge_hits_not_confirmed']} of its {j['judge_hits']} hits not confirmed by the person"
-            )
-    return [*lines, ""]

@@ -2,7 +2,8 @@
 
 Shaped like torchvision's model registry (and midefend's attack registry):
 registering a name twice is an error, :func:`list_defenses` filters with
-shell-style patterns, and an unknown name is refused with the known ones.
+shell-style patterns, and an unknown name is refused with the known ones. The registry never imports
+the recipes: the package (``midefend/training/recipes/__init__.py``) imports the built-in ones.
 
 >>> list_defenses()
 ['bido', 'calor', 'mid', 'midre', 'midre+calor', 'nls', 'nodef', 'tl']
@@ -42,21 +43,14 @@ def register_defense(name: str) -> Callable[[R], R]:
 
 def list_defenses(include: str | list[str] | None = None, exclude: str | list[str] | None = None) -> list[str]:
     """Sorted names of the registered defenses, optionally filtered by ``fnmatch`` patterns."""
-    _load_builtin()
     return filter_names(_DEFENSES, include, exclude)
 
 
 def get_defense(name: str) -> DefenseRecipe:
     """The recipe registered as ``name``; a one-line :class:`ConfigError` naming the known ones otherwise."""
-    _load_builtin()
     if not isinstance(name, str) or name not in _DEFENSES:
         raise ConfigError(f"unknown defense {name!r}; known defenses: {', '.join(sorted(_DEFENSES))}")
     return _DEFENSES[name]
-
-
-def _load_builtin() -> None:
-    # The built-in recipes register themselves on import.
-    from . import baselines, published  # noqa: F401
 
 
 __all__ = ["get_defense", "list_defenses", "register_defense"]
