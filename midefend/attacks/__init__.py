@@ -34,6 +34,9 @@ from .prior_training import train_prior as train_prior
 from .registry import get_attack as get_attack
 from .registry import list_attacks as list_attacks
 from .registry import register_attack as register_attack
+from .user_prior import ModulePrior as ModulePrior
+from .user_prior import load_module_prior as load_module_prior
+from .user_prior import wrap_module_prior as wrap_module_prior
 
 __all__ = [
     "FACE_PRIOR",
@@ -47,6 +50,7 @@ __all__ = [
     "IFGMIAttack",
     "LatentAttack",
     "MIFaceAttack",
+    "ModulePrior",
     "PPAAttack",
     "adapt_images",
     "cross_entropy_loss",
@@ -54,6 +58,7 @@ __all__ = [
     "get_identity_loss",
     "list_attacks",
     "load_face_prior",
+    "load_module_prior",
     "load_prior",
     "logit_loss",
     "max_margin_loss",
@@ -63,4 +68,5 @@ __all__ = [
     "run_attack",
     "save_prior",
     "train_prior",
+    "wrap_module_prior",
 ]
