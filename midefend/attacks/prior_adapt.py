@@ -225,7 +225,7 @@ def adapt_prior(
         for step in range(start, steps):
             real = real_all[torch.randperm(n, generator=rng)[:b].to(device)]
             fake = generator(torch.randn(b, latent_dim, generator=rng).to(device))
-            _gan_step(discriminator, opt_d, opt_g, augment(real), augment(fake.detach()), lambda: discriminator(augment(fake)), ones, zeros)
+            _gan_step(discriminator, opt_d, opt_g, augment(real), fake, augment, ones, zeros)
             advance(1)
             if state is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 _save_state(state, step + 1, nets, opts, rng, identity)
@@ -238,13 +238,14 @@ def adapt_prior(
     return prior.to(device)
 
 
-def _gan_step(discriminator: nn.Module, opt_d: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor, fake_logits: Any, ones: torch.Tensor, zeros: torch.Tensor) -> None:
-    """One discriminator update (fake detached), then one generator update with the non-saturating loss."""
-    loss_d = F.binary_cross_entropy_with_logits(discriminator(real), ones) + F.binary_cross_entropy_with_logits(discriminator(fake), zeros)
+def _gan_step(discriminator: nn.Module, opt_d: torch.optim.Optimizer, opt_g: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor, augment: Any, ones: torch.Tensor, zeros: torch.Tensor) -> None:
+    """One discriminator update (``fake`` detached; ``real`` already augmented), then one generator update with the
+    non-saturating loss; every generated image the discriminator sees is augmented afresh."""
+    loss_d = F.binary_cross_entropy_with_logits(discriminator(real), ones) + F.binary_cross_entropy_with_logits(discriminator(augment(fake.detach())), zeros)
     opt_d.zero_grad(set_to_none=True)
     loss_d.backward()
     opt_d.step()
-    loss_g = F.binary_cross_entropy_with_logits(fake_logits(), ones)
+    loss_g = F.binary_cross_entropy_with_logits(discriminator(augment(fake)), ones)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_g.step()
