@@ -146,9 +146,12 @@ def _pct(v: float | None) -> str:
 
 
 def markdown(results: dict[str, Any], command: str) -> list[str]:
-    lines = [START, "## Adapting the face prior to ORL's domain (`benchmarks/prior_adapt.py`)", "", f"```bash\n{command}\n```", "",
-             f"{results['machine']}; started {results['started']} (load average 1/5/15 min {results['load_start']}), finished {results['finished']} "
-             f"(load {results['load_end']}); wall {results['wall_min']:.1f} min. Numbers: `results/prior_adapt.json`; samples: `docs/prior-adapt-grid.png` "
+    runs = results.get("runs") or []
+    commands = "\n".join(r["command"] for r in runs) or command
+    lines = [START, "## Adapting the face prior to ORL's domain (`benchmarks/prior_adapt.py`)", "", f"```bash\n{commands}\n```", "",
+             f"{results['machine']}. " + "; ".join(f"`--only {r['only']}`: started {r['started']} (load average 1/5/15 min {r['load_start']}), finished {r['finished']} "
+                                                   f"(load {r['load_end']}), wall {r['wall_min']:.1f} min" for r in runs)
+             + ". Numbers: `results/prior_adapt.json`; samples: `docs/prior-adapt-grid.png` "
              "(per row: a public photo, 4 `face-gan` samples, the same 4 latents through the adapted prior).", "",
              "Identity split inside ORL: identities 20–39 public (all 10 photos each, 200 images), 0–19 private."]
     a = results.get("adapt")
@@ -195,14 +198,24 @@ def verdict(results: dict[str, Any]) -> str | None:
     (base_name, base), (new_name, new) = list(reach["rows"].items())[:2]
     judges = list(base["latent"]["judges"])
     deltas = {j: new["latent"]["judges"][j]["top1"] - base["latent"]["judges"][j]["top1"] for j in judges}
-    moved = ", ".join(f"{j} {_pct(base['latent']['judges'][j]['top1'])} → {_pct(new['latent']['judges'][j]['top1'])} %" for j in judges)
+    n = reach["photos"]
+    moved = ", ".join(f"{j} {round(n * base['latent']['judges'][j]['top1'])} → {round(n * new['latent']['judges'][j]['top1'])} of {n} photos" for j in judges)
+    p = max(base["latent"]["judges"][j]["top1"] for j in judges)
+    noise = 100 * (p * (1 - p) / n) ** 0.5  # one binomial standard error at the larger share
     if all(d > 0 for d in deltas.values()):
         word = "helped: every judge places more projections on the right person"
     elif all(d <= 0 for d in deltas.values()):
         word = "did not help: no judge places more projections on the right person"
     else:
         word = "is mixed: the judges disagree"
-    return f"**Verdict**: at this budget, adaptation {word} (reach top-1 {moved}; pixel MSE {base['latent']['mse']:.4f} → {new['latent']['mse']:.4f})."
+    small = all(abs(d) * 100 <= 2 * noise for d in deltas.values())
+    caveat = f"; every change is within two binomial standard errors (±{noise:.1f} points each at n = {n}), so this run shows no reliable effect" if small else ""
+    text = f"**Verdict**: at this budget, adaptation {word} (reach top-1 {moved}; pixel MSE {base['latent']['mse']:.4f} → {new['latent']['mse']:.4f}){caveat}."
+    attack = results.get("attack")
+    if attack and len(attack["rows"]) >= 2:
+        (_, a0), (_, a1) = list(attack["rows"].items())[:2]
+        text += f" PPA's consensus identity score: {_pct(a0['consensus'])} % with face-gan, {_pct(a1['consensus'])} % with the adapted prior."
+    return text
 
 
 def main() -> int:
@@ -246,9 +259,13 @@ def main() -> int:
         step_attack(args, priors, judges, results)
     results["verdict"] = verdict(results)
     results.update(finished=time.strftime("%Y-%m-%d %H:%M"), load_end=load_average(), wall_min=(time.perf_counter() - start) / 60)
+    command = "MIDEFEND_ORL_DIR=../shared/data/orl_faces python benchmarks/prior_adapt.py " + shlex.join(sys.argv[1:])
+    if steps != [""]:  # a run that measured something (``--only ""`` only redraws the grid and the section)
+        runs = [r for r in results.get("runs", []) if r["only"] != args.only]
+        runs.append({"only": args.only, "command": command, **{k: results[k] for k in ("started", "load_start", "finished", "load_end", "wall_min")}})
+        results["runs"] = runs
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
-    command = "MIDEFEND_ORL_DIR=../shared/data/orl_faces python benchmarks/prior_adapt.py " + shlex.join(sys.argv[1:])
     replace_section(args.md, START, END, markdown(results, command))
     return 0
 
