@@ -126,3 +126,39 @@ class TestCLI:
         (tmp_path / "empty").mkdir()
         result = CliRunner().invoke(app, ["prior", "adapt", "--from", "face-gan", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o.safetensors")])
         assert result.exit_code == 1 and "no images" in result.output
+
+
+class TestKill:
+    def test_sigkill_then_resume_gives_the_same_weights(self, tmp_path):
+        """A real kill (SIGKILL of ``midefend prior adapt`` once its first state file exists), then ``--resume``."""
+        import os
+        import signal
+        import subprocess
+        import sys
+        import time
+        from pathlib import Path
+
+        base = tmp_path / "base.safetensors"
+        save_prior(_base(), base)
+        public = tmp_path / "public"
+        public.mkdir()
+        g = torch.Generator().manual_seed(0)
+        for i in range(12):
+            Image.fromarray((torch.rand(20, 20, generator=g) * 255).byte().numpy(), mode="L").save(public / f"{i}.png")
+        args = ["prior", "adapt", "--from", str(base), "--data", str(public), "--steps", "300", "--batch-size", "8", "--disc-width", "8",
+                "--checkpoint-every", "5", "--quiet"]  # fmt: skip
+        killed = tmp_path / "killed.safetensors"
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.Popen([sys.executable, "-m", "midefend", *args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not state_path(killed).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL and state_path(killed).is_file() and not killed.exists()
+        resumed = CliRunner().invoke(app, [*args, "--out", str(killed), "--resume"])
+        assert resumed.exit_code == 0 and "resuming" in resumed.output, resumed.output
+        whole = tmp_path / "whole.safetensors"
+        assert CliRunner().invoke(app, [*args, "--out", str(whole)]).exit_code == 0
+        a, b = load_prior(whole).state_dict(), load_prior(killed).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
