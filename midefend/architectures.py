@@ -82,19 +82,30 @@ def register_architecture(name: str, builder: Callable[..., nn.Module] | None = 
 
 def import_architecture_modules(modules: str | list[str]) -> list[str]:
     """Import modules that register architectures (``"a.b,c.d"`` or a list; found on ``sys.path`` or in the current folder)."""
+
+    names = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules) if m and m.strip()]
+    for module in names:
+        import_user_module(module, kind="architecture")
+    return names
+
+
+def import_user_module(module: str, *, kind: str) -> Any:
+    """Import a user's module by dotted name (on ``sys.path`` or in the current folder); any error is one :class:`ConfigError` line.
+
+    The trust rule of every plug-in (``--arch-module``, ``--prior-module``): naming a module runs its code, as
+    ``python -c "import module"`` would; that is the user's explicit choice. Weights never run code: they are
+    read from safetensors files only.
+    """
     import importlib
     import os
     import sys
 
-    names = [m.strip() for m in (modules.split(",") if isinstance(modules, str) else modules) if m and m.strip()]
-    if names and os.getcwd() not in sys.path and "" not in sys.path:
+    if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())  # the `midefend` script does not search the current folder by itself
-    for module in names:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # noqa: BLE001 - any error in a user's module: one line naming it
-            raise ConfigError(f"cannot import architecture module {module!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    return names
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any error in a user's module: one line naming it
+        raise ConfigError(f"cannot import {kind} module {module!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
 def _load_plugins() -> None:
@@ -205,6 +216,7 @@ __all__ = [
     "build_model",
     "fresh_kwargs",
     "import_architecture_modules",
+    "import_user_module",
     "list_architectures",
     "register_architecture",
     "split_arch",

@@ -37,6 +37,9 @@ from .prior_training import train_prior as train_prior
 from .registry import get_attack as get_attack
 from .registry import list_attacks as list_attacks
 from .registry import register_attack as register_attack
+from .user_prior import ModulePrior as ModulePrior
+from .user_prior import load_module_prior as load_module_prior
+from .user_prior import wrap_module_prior as wrap_module_prior
 
 __all__ = [
     "FACE_PRIOR",
@@ -51,6 +54,7 @@ __all__ = [
     "IFGMIAttack",
     "LatentAttack",
     "MIFaceAttack",
+    "ModulePrior",
     "NESAttack",
     "PLGAttack",
     "PPAAttack",
@@ -60,6 +64,7 @@ __all__ = [
     "get_identity_loss",
     "list_attacks",
     "load_face_prior",
+    "load_module_prior",
     "load_prior",
     "logit_loss",
     "max_margin_loss",
@@ -69,4 +74,5 @@ __all__ = [
     "run_attack",
     "save_prior",
     "train_prior",
+    "wrap_module_prior",
 ]

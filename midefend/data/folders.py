@@ -99,4 +99,23 @@ def load_image_folder(
     )
 
 
-__all__ = ["find_classes", "load_image_folder"]
+def load_unlabelled_images(
+    root: str | Path, *, size: int | tuple[int, int], channels: int = 3, box: tuple[int, int, int, int] | None = None, crop: str = "center"
+) -> torch.Tensor:
+    """Every image in ``root`` and in its subfolders (one level: a flat folder or class folders; labels ignored) as ``(N, channels, H, W)``.
+
+    The public images a prior is trained or adapted on. Read as :func:`load_image_folder` reads them (``box``, ``crop``);
+    an empty folder is a one-line :class:`~midefend.errors.DataError`.
+    """
+    check_size_channels(size, channels)
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist or is not a folder")
+    folders = [root] + sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=natural_key)
+    files = [path for folder in folders for path in list_images(folder)]
+    if not files:
+        raise DataError(f"data folder {root} has no images (directly or in its subfolders)")
+    return torch.stack([read_image(path, size=size, channels=channels, box=box, crop=crop) for path in files])
+
+
+__all__ = ["find_classes", "load_image_folder", "load_unlabelled_images"]
