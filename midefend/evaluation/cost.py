@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 
-def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch: int = 64, rounds: int = 1) -> dict[str, float]:
+def _time_per_image(target: Any, prior: Any, device: str, precision: str, batch: int = 64, rounds: int = 2) -> dict[str, float]:
     """Seconds per image on one batch of the size attacks use, as they run (``channels_last``, autocast):
     ``step`` (prior + target, forward and backward), ``target_step`` (the target alone, forward and
     backward: what an extra EOT erasure costs) and ``forward`` (the target alone: selection, initial scoring)."""
