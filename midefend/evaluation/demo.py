@@ -229,7 +229,7 @@ def demo_caption(reports: list[dict[str, Any]], names: list[str], *, data: str) 
     >>> r = {"metrics": m, "attack": {"per_class": 8}, "target": {"num_classes": 5}}
     >>> verdict, caption = demo_caption([r, r], ["NoDef", "midre+calor"], data="digits")
     >>> verdict
-    'this run cannot tell NoDef from midre+calor: the evaluation model accepts 75.0% and 75.0% of the reconstructions, a difference of 0.0 points within the noise (±26.8 points, two standard errors).'
+    'this run cannot tell NoDef from midre+calor: the evaluation model accepts 75.0% and 75.0% of the reconstructions, a difference of 0.0 points within the noise (±37.9 points, two standard errors).'
     """
     (a, b), (name_a, name_b) = [r["metrics"] for r in reports], names
     classes = len(a.get("per_class") or []) or (reports[0].get("target") or {}).get("num_classes") or 1
