@@ -128,7 +128,7 @@ class TestTheCliAnswersAtOnce:
         "args",
         [["verify", "missing.safetensors"], ["verify", "--bogus"], ["compare", "a.safetensors", "b.safetensors"],
          ["train", "--data", "digits", "--out", "x.pt"], ["train", "--data", "digits", "--out", "x.safetensors", "--defense", "bogus"],
-         ["inspect", "missing.safetensors"]],  # fmt: skip
+         ["inspect", "missing.safetensors"], ["verify", __file__, "--eval-model", "bogus"]],  # fmt: skip
         ids=lambda args: " ".join(args),
     )
     def test_argument_errors_import_no_torch(self, args, tmp_path, monkeypatch):
@@ -170,6 +170,13 @@ def test_builtin_defense_names_for_the_help_match_the_registry():
     from midefend.training.recipes import list_defenses
 
     assert sorted(BUILTIN_DEFENSES) == list_defenses()
+
+
+def test_builtin_recogniser_names_match_the_registry():
+    from midefend.cli._common import BUILTIN_RECOGNISERS
+    from midefend.evaluation.recognisers import registered_recognisers
+
+    assert list(BUILTIN_RECOGNISERS) == registered_recognisers()
 
 
 def test_an_unknown_defense_has_the_registrys_message_without_the_registry():

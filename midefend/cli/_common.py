@@ -28,6 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The built-in defense names, for help texts: ``--help`` must not import the recipes (and torch) to list them.
 #: tests/test_cli_common.py checks this equals ``midefend.training.recipes.list_defenses()``.
 BUILTIN_DEFENSES = ("nodef", "midre", "calor", "midre+calor", "nls", "mid", "bido", "tl")
+#: The built-in face recognisers (``--eval-model facenet``), likewise (``registered_recognisers()``).
+BUILTIN_RECOGNISERS = ("facenet", "dlib")
 
 class _OneLineErrorGroup(TyperGroup):
     """Usage errors as one ``error:`` line and exit code 2.
@@ -151,4 +153,4 @@ def is_debug() -> bool:
     return bool(_state["debug"])
 
 
-__all__ = ["BUILTIN_DEFENSES", "app", "check_defense", "console", "err_console", "fail", "handle_errors", "is_debug", "sys"]
+__all__ = ["BUILTIN_DEFENSES", "BUILTIN_RECOGNISERS", "app", "check_defense", "console", "err_console", "fail", "handle_errors", "is_debug", "sys"]

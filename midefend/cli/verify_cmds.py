@@ -48,9 +48,14 @@ _DataOpt = Annotated[Optional[str], typer.Option("--data", help="orl, digits or 
 
 def _check_eval_models(values: Optional[list[str]]) -> Optional[list[str]]:
     # A usage error (exit 2) like typer's exists=True, which a value that may name a face recogniser cannot use.
-    from ..evaluation.recognisers import registered_recognisers
+    # The built-in names need no import (the registry imports torch); an --arch-module may register more.
+    from ._common import BUILTIN_RECOGNISERS, _state
 
-    known = registered_recognisers()
+    known = list(BUILTIN_RECOGNISERS)
+    if _state["arch_modules"] and any(v.lower() not in known and not Path(v).is_file() for v in values or []):
+        from ..evaluation.recognisers import registered_recognisers
+
+        known = registered_recognisers()
     for value in values or []:
         if value.lower() not in known and not Path(value).is_file():
             raise typer.BadParameter(f"{value!r} is neither a face recogniser ({', '.join(known)}) nor an existing checkpoint file")
