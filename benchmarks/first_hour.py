@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     load = f"load average {result['load_before'][0]:.1f} before, {result['load_mean']:.1f} on average and {result['load_max']:.1f} at most while it ran"
     shares = ""
     if result["demo_s"] is not None:
-        shares = f" (installs {result['wall_s'] - result['demo_s']:.0f} s, then `midefend demo` {result['demo_s']:.0f} s)"
+        shares = f" (installs and start-up {result['wall_s'] - result['demo_s']:.0f} s, then the demo's stages {result['demo_s']:.0f} s)"
     status = "" if result["returncode"] == 0 else f" — it FAILED with exit code {result['returncode']}"
     sentence = (f"Measured by `benchmarks/first_hour.py` on a fresh clone ({time.strftime('%Y-%m-%d')}, 2-core CPU machine): "
                 f"command 1 took **{minutes:.1f} min**{shares}; {load}{status}.{(' ' + args.note) if args.note else ''}")  # fmt: skip
