@@ -32,7 +32,7 @@ def train(
     arch: Annotated[str, typer.Option("--arch", help="Architecture, e.g. midefend/resnet_small, timm/resnet18.")] = (
         "midefend/resnet_small"
     ),
-    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(BUILTIN_DEFENSES)} (or a defense your --arch-module registers).")] = "nodef",
+    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(sorted(BUILTIN_DEFENSES))} (or a defense your --arch-module registers).")] = "nodef",
     rank: Annotated[Optional[int], typer.Option("--rank", help="CALoR head rank (default: 40% of the classes, 2..30).")] = None,
     erase_max: Annotated[float, typer.Option("--erase-max", help="MIDRE a_h: erased area ~ U[0.1, a_h].")] = 0.4,
     smoothing: Annotated[float, typer.Option("--smoothing", help="NLS label-smoothing factor (negative).")] = -0.05,

@@ -35,7 +35,7 @@ from ._common import BUILTIN_DEFENSES, app, check_defense, console, handle_error
 @handle_errors
 def tune_command(
     data: Annotated[str, typer.Option("--data", help="'orl', 'digits', or a folder; only its training split is used.")],
-    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(BUILTIN_DEFENSES)} (or a defense your --arch-module registers).")],
+    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(sorted(BUILTIN_DEFENSES))} (or a defense your --arch-module registers).")],
     param: Annotated[
         str, typer.Option("--param", help="The knob: rank, erase-max, beta, smoothing, hsic-x, hsic-y, freeze, ...")
     ],
