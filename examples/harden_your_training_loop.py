@@ -93,7 +93,7 @@ def accuracy_and_confidence(model, loader, device) -> tuple[float, float]:
 
 
 #: Where the README promises the ORL faces: ``shared/data/orl_faces`` next to the clone's folder.
-ORL_BESIDE_CLONE = Path(__file__).resolve().parents[2] / "shared" / "data" / "orl_faces"
+ORL_BESIDE_CLONE = Path(os.path.abspath(__file__)).parents[2] / "shared" / "data" / "orl_faces"  # the clone as laid out, links not followed
 
 
 def _default_orl() -> Path | None:
