@@ -16,7 +16,7 @@ Run it (about 15 minutes on two CPU cores with the defaults)::
     python examples/harden_your_training_loop.py --orl ../shared/data/orl_faces --out hardened.safetensors
     python examples/harden_your_training_loop.py --quick      # seconds: 5 identities, 1 epoch per stage
 
-``--orl`` defaults to ``$MIDEFEND_ORL_DIR``.
+``--orl`` defaults to ``$MIDEFEND_ORL_DIR``, else ``../shared/data/orl_faces`` beside the clone (as the tests).
 """
 
 from __future__ import annotations
@@ -92,9 +92,19 @@ def accuracy_and_confidence(model, loader, device) -> tuple[float, float]:
     return correct / count, confidence / count
 
 
+#: Where the README promises the ORL faces: ``shared/data/orl_faces`` next to the clone's folder.
+ORL_BESIDE_CLONE = Path(os.path.abspath(__file__)).parents[2] / "shared" / "data" / "orl_faces"  # the clone as laid out, links not followed
+
+
+def _default_orl() -> Path | None:
+    if os.environ.get("MIDEFEND_ORL_DIR"):
+        return Path(os.environ["MIDEFEND_ORL_DIR"])
+    return ORL_BESIDE_CLONE if ORL_BESIDE_CLONE.is_dir() else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orl", type=Path, default=os.environ.get("MIDEFEND_ORL_DIR"))
+    parser.add_argument("--orl", type=Path, default=_default_orl())
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=30)
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", default=os.environ.get("MIDEFEND_EXAMPLES_QUICK") == "1")
     args = parser.parse_args(argv)
     if args.orl is None:
-        parser.error("give --orl PATH or set MIDEFEND_ORL_DIR")
+        parser.error(f"give --orl PATH or set MIDEFEND_ORL_DIR (not found beside the clone either: {ORL_BESIDE_CLONE})")
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     size, epochs, rank = (32, 1, 3) if args.quick else (args.size, args.epochs, args.rank)

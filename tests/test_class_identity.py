@@ -21,7 +21,8 @@ from midefend.evaluation.class_order import ReorderedClassifier, evaluator_in_ta
 from midefend.evaluation.classifier import Classifier
 from midefend.evaluation.evaluate import natural_accuracy
 from midefend.evaluation.verify import load_private_data, verify
-from midefend.io.checkpoints import load_checkpoint, read_checkpoint_header, save_checkpoint
+from midefend.io import read_checkpoint_header
+from midefend.io.checkpoints import load_checkpoint, save_checkpoint
 
 SIZE = 24
 ARCH, KW = "midefend/resnet_small", {"widths": [16, 32], "depths": [1, 1]}

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from midefend.architectures import build_model
 from midefend.defenses.surgery import harden
 from midefend.errors import CheckpointError
-from midefend.io.checkpoints import load_checkpoint, read_checkpoint_header, save_checkpoint
+from midefend.io import read_checkpoint_header
+from midefend.io.checkpoints import load_checkpoint, save_checkpoint
 from midefend.cli import app
 
 SPEC = {

@@ -77,3 +77,113 @@ def test_no_arguments_shows_help():
     assert "Usage" in result.output
     for command in ("inspect", "harden", "train", "verify", "compare", "demo"):
         assert command in result.output
+
+
+class TestTheCliAnswersAtOnce:
+    """``--help``, ``--version``, every ``<command> --help``, ``inspect`` and argument errors never import torch.
+
+    The import list is pinned (not a wall time, which a shared machine would make flaky); one case measures
+    the CPU time of a missing-file error in a fresh process, with a bound far above what it takes (~0.2 s).
+    """
+
+    HEAVY = ("torch", "torchvision", "timm")
+    PROBE = (
+        "import sys\n"
+        "sys.argv = ['midefend', *sys.argv[1:]]\n"
+        "from midefend.cli import main\n"
+        "code = 0\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "print('HEAVY=' + ','.join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+
+    def _run(self, *args: str):
+        import subprocess
+        import sys
+
+        probe = self.PROBE.format(heavy=self.HEAVY)
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        heavy = [line for line in done.stderr.splitlines() if line.startswith("HEAVY=")]
+        assert heavy, done.stderr[-2000:]
+        return done, heavy[-1].removeprefix("HEAVY=")
+
+    @pytest.mark.parametrize(
+        "args",
+        [["--help"], ["--version"], *[[command, "--help"] for command in
+         ("verify", "compare", "demo", "train", "tune", "inspect", "harden", "review")]],  # fmt: skip
+        ids=lambda args: " ".join(args),
+    )
+    def test_help_imports_no_torch(self, args):
+        _, heavy = self._run(*args)
+        assert heavy == "", f"midefend {' '.join(args)} imported {heavy}"
+
+    def test_every_command_is_in_the_help_list(self):
+        names = sorted(command.name for command in app.registered_commands)
+        assert names == ["compare", "demo", "harden", "inspect", "review", "train", "tune", "verify"]
+
+    @pytest.mark.parametrize(
+        "args",
+        [["verify", "missing.safetensors"], ["verify", "--bogus"], ["compare", "a.safetensors", "b.safetensors"],
+         ["train", "--data", "digits", "--out", "x.pt"], ["train", "--data", "digits", "--out", "x.safetensors", "--defense", "bogus"],
+         ["inspect", "missing.safetensors"], ["verify", __file__, "--eval-model", "bogus"]],  # fmt: skip
+        ids=lambda args: " ".join(args),
+    )
+    def test_argument_errors_import_no_torch(self, args, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        done, heavy = self._run(*args)
+        assert done.returncode in (1, 2) and "error:" in done.stderr, done.stderr[-2000:]
+        assert heavy == "", f"midefend {' '.join(args)} imported {heavy} before refusing its arguments"
+
+    def test_inspect_reads_the_header_without_torch(self, tmp_path):
+        import torch
+
+        from midefend.architectures import build_model
+        from midefend.io.checkpoints import save_checkpoint
+
+        path = tmp_path / "m.safetensors"
+        save_checkpoint(build_model("timm/test_resnet", num_classes=3, in_chans=1), path, arch="timm/test_resnet",
+                        arch_kwargs={"in_chans": 1}, num_classes=3, input_size=(1, 32, 32), mean=(0.5,), std=(0.5,))  # fmt: skip
+        assert torch.is_tensor(torch.zeros(1))
+        done, heavy = self._run("inspect", str(path))
+        assert done.returncode == 0 and "timm/test_resnet" in done.stdout, done.stderr[-2000:]
+        assert heavy == ""
+
+    def test_a_missing_file_is_refused_in_under_one_cpu_second(self, tmp_path):
+        import resource
+        import subprocess
+        import sys
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run([sys.executable, "-m", "midefend", "verify", str(tmp_path / "missing.safetensors")],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        assert done.returncode == 2 and "does not exist" in done.stderr, done.stderr
+        assert cpu <= 1.0, f"a missing file took {cpu:.2f} CPU-s to report"
+
+
+def test_builtin_defense_names_for_the_help_match_the_registry():
+    from midefend.cli._common import BUILTIN_DEFENSES
+    from midefend.training.recipes import list_defenses
+
+    assert sorted(BUILTIN_DEFENSES) == list_defenses()
+
+
+def test_builtin_recogniser_names_match_the_registry():
+    from midefend.cli._common import BUILTIN_RECOGNISERS
+    from midefend.evaluation.recognisers import registered_recognisers
+
+    assert list(BUILTIN_RECOGNISERS) == registered_recognisers()
+
+
+def test_an_unknown_defense_has_the_registrys_message_without_the_registry():
+    from midefend.errors import ConfigError
+    from midefend.training.recipes import get_defense
+
+    with pytest.raises(ConfigError) as registry:
+        get_defense("bogus")
+    result = runner.invoke(app, ["train", "--data", "digits", "--out", "x.safetensors", "--defense", "bogus"])
+    assert result.exit_code == 1 and _one_error_line(result) == f"error: {registry.value}"

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from midefend.cli import app
 from midefend.defenses.heads import LowRankTanhHead
-from midefend.io.checkpoints import load_checkpoint, read_checkpoint_header
+from midefend.io import read_checkpoint_header
+from midefend.io.checkpoints import load_checkpoint
 
 runner = CliRunner()
 

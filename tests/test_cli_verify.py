@@ -77,6 +77,20 @@ class TestCompare:
         assert again.exit_code == 0, again.output
         assert json.loads((tmp_path / "cmp2" / "compare.json").read_text())["rows"] == rows
 
+    def test_writes_nothing_without_out(self, tiny_world, tmp_path, monkeypatch):
+        """No --out: the table is printed and no file is left anywhere (not runs/compare in the working directory)."""
+        w = tiny_world
+        cwd = tmp_path / "cwd"
+        cwd.mkdir()
+        monkeypatch.chdir(cwd)
+        args = ["compare", w.paths["target"], w.paths["eval"], "--eval-model", w.paths["eval"], "--data", w.folder]
+        result = _run(*args, "--prior", w.paths["prior"], *FAST)
+        assert result.exit_code == 0, result.output
+        assert "model-inversion comparison" in result.output and "nothing written (pass --out DIR" in result.output
+        assert list(cwd.iterdir()) == []
+        refused = _run(*args, "--prior", w.paths["prior"], "--resume", *FAST)
+        assert refused.exit_code == 1 and "--resume continues the verify runs in --out DIR" in refused.output
+
     def test_needs_two_models(self, tiny_world, tmp_path):
         result = _run("compare", tiny_world.paths["target"], "--eval-model", tiny_world.paths["eval"])
         assert result.exit_code == 1

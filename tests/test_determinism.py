@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from midefend.attacks.priors import DCGANGenerator, GenerativePrior, save_prior
-from midefend.io.checkpoints import read_checkpoint_header
+from midefend.io import read_checkpoint_header
 
 from reliability_fixtures import one_thread  # noqa: F401  (autouse fixture)
 from reliability_fixtures import invoke, make_workspace

@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from midefend.defenses.erasing import BatchRandomErasing, RandomErasingTransform, random_erase_batch
 from midefend.errors import MidefendError
-from midefend.io.checkpoints import load_checkpoint, read_checkpoint_header
+from midefend.io import read_checkpoint_header
+from midefend.io.checkpoints import load_checkpoint
 
 from conftest import devices
 from reliability_fixtures import one_thread  # noqa: F401  (autouse fixture)

@@ -158,3 +158,68 @@ class TestReachSection:
 
     def test_no_reach_no_section(self, tmp_path):
         assert "Prior reach" not in write_report(tmp_path, _report("nodef", 0.95, 0.6))["markdown"].read_text()
+
+
+class TestReportsNeverOverclaim:
+    """The verdict says what a run covers, judges are named as what they are, one strongest attack everywhere."""
+
+    def _facenet_only(self):
+        judge = {"name": "facenet", "top1": 0.1, "top5": 0.3, "chance_top1": 0.025, "chance_top5": 0.125, "independent": True}
+        m = {**_metrics(0.95, 0.1), "evaluator": "facenet", "facenet": {"delta_face": 0.9, "agreement": None},
+             "identity": {"headline": 0.1, "consensus_top1": 0.1, "chance_top1": 0.025, "unconfirmed_share": None, "consensus_judges": ["facenet"],
+                          "identities_recovered": 1, "n_identities": 40, "identities_by_chance": 1.0, "judges": [judge]}}  # fmt: skip
+        return {"target": {"name": "t", "path": "t.safetensors", "arch": "a", "defense": None}, "eval_model": None,
+                "judges": [{"name": "facenet", "kind": "face recogniser", "description": "FaceNet (CASIA-WebFace)", "independent": True}],
+                "prior": {"name": "face-gan"}, "strongest_attack": "ppa", "attack": {"attack": "ppa"}, "verdict": "v", "metrics": m,
+                "attacks": [{"name": "ppa", "threat_model": "white-box", "adaptive": False, "metrics": m, "seconds": 1.0}]}  # fmt: skip
+
+    def test_facenet_only_labels(self):
+        from midefend.evaluation.reports import render_markdown
+
+        md = render_markdown(self._facenet_only())
+        assert "`None`" not in md and "eval model" not in md.lower().replace("evaluation model", ""), md
+        assert "- judge facenet: FaceNet (CASIA-WebFace) (independent)" in md
+        assert "| attack accuracy @1, facenet (%) |" in md
+
+    def test_the_strongest_attack_is_named_once(self):
+        from midefend.evaluation.reports import render_markdown, verdict_line
+
+        report = {**_report("calor", 0.95, 0.6), "strongest_attack": "ppa+eot+bpda+ca",
+                  "attacks": [{"name": "ppa+eot+bpda+ca", "threat_model": "white-box", "adaptive": True, "metrics": _metrics(0.95, 0.6)}]}  # fmt: skip
+        report["verdict"] = verdict_line(report)
+        md = render_markdown(report)
+        verdict = next(line for line in md.splitlines() if line.startswith("**Verdict:"))
+        bullet = next(line for line in md.splitlines() if line.startswith("- strongest attack:"))
+        assert "strongest attack ppa+eot+bpda+ca (white-box, adaptive)" in verdict
+        assert bullet.startswith("- strongest attack: ppa+eot+bpda+ca (")
+        named = {word for line in md.splitlines() if "strongest attack" in line for word in line.replace("(", " ").split() if word.startswith("ppa")}
+        assert named == {"ppa+eot+bpda+ca"}, named
+
+    def test_a_fast_subset_verdict_says_so(self):
+        from midefend.evaluation.reports import render_markdown, verdict_line
+
+        report = {**_report("nodef", 0.95, 0.0), "strongest_attack": "ppa", "target": {"name": "nodef", "num_classes": 40},
+                  "attacks": [{"name": "ppa", "threat_model": "white-box", "preset": "fast", "metrics": _metrics(0.95, 0.0)}]}  # fmt: skip
+        report["metrics"]["per_class"] = [{"class": 0}, {"class": 1}]
+        report["verdict"] = verdict_line(report)
+        assert report["verdict"].startswith("smoke test (--fast), not a verdict; 2 of 40 classes attacked: strongest attack ppa")
+        assert render_markdown(report).splitlines()[2].startswith("**Verdict: smoke test (--fast), not a verdict; 2 of 40 classes attacked:")
+
+    def test_a_60_column_log_keeps_every_value_whole(self, tmp_path):
+        """Output to a pipe (a log, CI, ``| tee``) with COLUMNS=60: no cell is cut ("stronge…") or split over lines."""
+        import os
+        import subprocess
+        import sys
+
+        for name, att in (("nodef-with-a-long-name", 0.6), ("midre+calor-with-a-long-name", 0.3)):
+            report = {**_report(name, 0.95, att), "strongest_attack": "ppa+eot+bpda+ca"}
+            write_report(tmp_path / name, report, private=torch.rand(1, 1, 4, 4), reconstructions=torch.rand(1, 1, 1, 4, 4))
+        env = {**os.environ, "COLUMNS": "60", "TERM": "dumb"}
+        done = subprocess.run([sys.executable, "-m", "midefend", "compare", str(tmp_path / "nodef-with-a-long-name"),
+                               str(tmp_path / "midre+calor-with-a-long-name")], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "…" not in done.stdout, done.stdout
+        rows = [line for line in done.stdout.splitlines() if "long-name" in line and line.startswith("│")]
+        assert len(rows) == 2 and all("ppa+eot+bpda+ca" in row and "95.0" in row for row in rows), done.stdout
+        assert "nodef-with-a-long-name: strongest attack ppa+eot+bpda+ca" in done.stdout  # the table's strongest attack, not another
+        assert "nothing written" in done.stdout and sorted(p.name for p in tmp_path.iterdir()) == ["midre+calor-with-a-long-name", "nodef-with-a-long-name"]

@@ -21,9 +21,15 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from .._version import __version__
-from ..errors import MidefendError
+from ..errors import ConfigError, MidefendError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The built-in defense names, for help texts: ``--help`` must not import the recipes (and torch) to list them.
+#: tests/test_cli_common.py checks this equals ``midefend.training.recipes.list_defenses()``.
+BUILTIN_DEFENSES = ("nodef", "midre", "calor", "midre+calor", "nls", "mid", "bido", "tl")
+#: The built-in face recognisers (``--eval-model facenet``), likewise (``registered_recognisers()``).
+BUILTIN_RECOGNISERS = ("facenet", "dlib")
 
 class _OneLineErrorGroup(TyperGroup):
     """Usage errors as one ``error:`` line and exit code 2.
@@ -72,7 +78,7 @@ app = typer.Typer(
 _LOG_WIDTH = 240
 console = Console() if sys.stdout.isatty() else Console(width=_LOG_WIDTH)
 err_console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=_LOG_WIDTH)
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "arch_modules": False}
 
 
 def _version_callback(value: bool) -> None:
@@ -95,6 +101,7 @@ def _root(
 ) -> None:
     """midefend command-line interface."""
     _state["debug"] = debug
+    _state["arch_modules"] = bool(arch_module)
     if arch_module:
         from ..architectures import import_architecture_modules
 
@@ -131,8 +138,19 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def check_defense(name: str) -> None:
+    """Refuse an unknown defense name before anything heavy is imported (a built-in name needs no import)."""
+    if name in BUILTIN_DEFENSES:
+        return
+    if not _state["arch_modules"]:  # nothing but the built-ins can be registered: the registry's own message
+        raise ConfigError(f"unknown defense {name!r}; known defenses: {', '.join(sorted(BUILTIN_DEFENSES))}")
+    from ..training.recipes import get_defense  # a defense an --arch-module registered, or the one-line error
+
+    get_defense(name)
+
+
 def is_debug() -> bool:
     return bool(_state["debug"])
 
 
-__all__ = ["app", "console", "err_console", "fail", "handle_errors", "is_debug", "sys"]
+__all__ = ["BUILTIN_DEFENSES", "BUILTIN_RECOGNISERS", "app", "check_defense", "console", "err_console", "fail", "handle_errors", "is_debug", "sys"]

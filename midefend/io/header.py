@@ -36,9 +36,12 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointError, UnsafeCheckpointError
+from typing import Any
 
-__all__ = ["DTYPE_SIZES", "SafetensorsHeader", "TensorInfo", "looks_like_pickle", "read_safetensors_header"]
+from ..errors import CheckpointError, UnsafeCheckpointError
+from .schema import decode_metadata
+
+__all__ = ["DTYPE_SIZES", "SafetensorsHeader", "TensorInfo", "looks_like_pickle", "read_checkpoint_header", "read_safetensors_header"]
 
 # Bytes per element of each safetensors dtype code that torch can hold.
 DTYPE_SIZES: dict[str, int] = {
@@ -201,3 +204,34 @@ def _parse_entry(key: str, entry: object, name: str) -> tuple[TensorInfo, tuple[
 
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def read_checkpoint_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Metadata and tensor list of a midefend checkpoint, from its header alone (no tensor data read).
+
+    Returns a JSON-serialisable dict: the validated metadata fields (``arch``,
+    ``arch_kwargs``, ``num_classes``, ``classes``, ``input_size``, ``mean``, ``std``,
+    ``defense``, ``hardening``, ``extra``, ``format_version``, and
+    ``midefend_version`` when present), plus ``path``, ``tensors``
+    (``{name: {"dtype": "F32", "shape": [...]}}`` in file order),
+    ``num_tensors``, ``num_parameters`` (elements of all tensors, buffers
+    included), ``tensor_bytes`` and ``file_bytes``.
+
+    Raises:
+        CheckpointError: the file is missing, not a valid safetensors file, or
+            carries no or wrong-schema midefend metadata.
+        UnsafeCheckpointError: the file is a pickle.
+    """
+    header = read_safetensors_header(path)
+    meta = decode_metadata(header.metadata, name=str(path))
+    tensors = {name: {"dtype": info.dtype, "shape": list(info.shape)} for name, info in header.tensors.items()}
+    num_parameters = sum(math.prod(info.shape) for info in header.tensors.values())
+    return {
+        **meta,
+        "path": str(path),
+        "tensors": tensors,
+        "num_tensors": len(tensors),
+        "num_parameters": num_parameters,
+        "tensor_bytes": header.data_bytes,
+        "file_bytes": header.file_bytes,
+    }

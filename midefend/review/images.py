@@ -85,7 +85,7 @@ def load_candidates(
 ) -> dict[int, torch.Tensor]:
     """Class index (the target's order) -> its first ``shots`` private training images ``(s, C, H, W)``."""
     from ..evaluation.private_data import load_private_data
-    from ..io.checkpoints import read_checkpoint_header
+    from ..io.header import read_checkpoint_header
 
     target = report.get("target") or {}
     if not target.get("path"):

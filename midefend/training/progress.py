@@ -1,7 +1,9 @@
 """A rich progress bar for training: one bar per stage, the last epoch's numbers beside it.
 
 Shown on stderr, so a command's stdout stays clean for results. Disabled, it
-does nothing (tests, library use with ``progress=False``).
+does nothing (tests, library use with ``progress=False``). When stderr is not a
+terminal (a log, CI, ``| tee``) a live bar would print nothing until the end, so
+each epoch is one plain line instead (``train    epoch 3/5  loss ...``).
 
 >>> with TrainingProgress(enabled=False) as bar:
 ...     bar.start_stage("train", 2)
@@ -32,9 +34,15 @@ class TrainingProgress:
         self._progress: Progress | None = None
         self._task: Any = None
         self._console = console
+        self._lines: Console | None = None  # not a terminal: one line per epoch
+        self._stage, self._epochs, self._done = "", 0, 0
 
     def __enter__(self) -> TrainingProgress:
         if self.enabled:
+            console = self._console or Console(stderr=True)
+            if not console.is_terminal:
+                self._lines = console
+                return self
             self._progress = Progress(
                 TextColumn("[bold]{task.description:<8}"),
                 BarColumn(),
@@ -42,7 +50,7 @@ class TrainingProgress:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[metrics]}"),
-                console=self._console or Console(stderr=True),
+                console=console,
             )
             self._progress.__enter__()
         return self
@@ -54,10 +62,14 @@ class TrainingProgress:
 
     def start_stage(self, name: str, epochs: int, done: int = 0) -> None:
         """A new bar for stage ``name`` of ``epochs`` epochs, ``done`` of them already (resumed)."""
+        self._stage, self._epochs, self._done = name, epochs, done
         if self._progress is not None:
             self._task = self._progress.add_task(name, total=epochs, completed=done, metrics="")
 
     def update(self, row: dict[str, Any]) -> None:
+        if self._lines is not None:
+            self._done += 1
+            self._lines.print(f"{self._stage:<8} epoch {self._done}/{self._epochs}  {describe_epoch(row)}", highlight=False, soft_wrap=True)
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=1, metrics=describe_epoch(row))
 
