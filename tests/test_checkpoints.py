@@ -33,10 +33,10 @@ from midefend.io import schema as schema_module
 from midefend.io.checkpoints import (
     Checkpoint,
     load_checkpoint,
-    read_checkpoint_header,
     save_checkpoint,
     strip_state_dict_prefixes,
 )
+from midefend.io.header import read_checkpoint_header
 from midefend.io.legacy import import_research_checkpoint
 from midefend.io.schema import METADATA_KEY, encode_metadata, make_metadata
 
