@@ -269,13 +269,14 @@ class TestReportHooks:
         import shutil
 
         from midefend.evaluation.reports import write_report
+        from midefend.review.report_hook import attach_human
 
         report = json.loads((fresh_run / "report.json").read_text())
-        write_report(fresh_run, report)
+        write_report(fresh_run, attach_human(fresh_run, report))  # what verify does before it writes
         assert "human" not in json.loads((fresh_run / "report.json").read_text())  # nobody reviewed yet
         trial_slot = lambda i: _review(Path("x"), None, {}).trials[i].candidates.index(LABELS[i])  # noqa: E731
         save_review(_review(review_path(fresh_run), None, {0: trial_slot(0), 1: None}))
-        write_report(fresh_run, report)
+        write_report(fresh_run, attach_human(fresh_run, report))
         written = json.loads((fresh_run / "report.json").read_text())
         assert written["human"]["attacks"]["ppa"]["n"] == 2 and written["human"]["attacks"]["ppa"]["correct"] == 1
         md = (fresh_run / "report.md").read_text()

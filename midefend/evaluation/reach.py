@@ -134,7 +134,8 @@ class ReachReport:
             raise ConfigError(f"not a reach report (format {data.get('format')!r})")
         spaces = [SpaceReach(**{**s, "judges": {k: JudgeReach(**v) for k, v in s["judges"].items()}}) for s in data["spaces"]]
         real = {k: JudgeReach(**v) for k, v in data["real"].items()}
-        fields = {k: data[k] for k in ("prior", "identities", "images", "chance_top1", "settings", "seconds")}
+        fields = {k: data[k] for k in ("prior", "identities", "images", "chance_top1", "settings")}
+        fields["seconds"] = data.get("seconds", 0.0)  # verify keeps the wall time in report["timing"]
         return cls(**fields, real=real, spaces=spaces)
 
 
