@@ -45,17 +45,22 @@ def top_level_imports(name: str) -> set[str]:
             body = node.body + node.orelse + body
         elif isinstance(node, ast.Try):
             body = node.body + [n for h in node.handlers for n in h.body] + node.orelse + node.finalbody + body
-        elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            subs = {f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in MODULES}
-            found |= subs or {target}  # parent packages are implied by every import: not edges
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            found |= imported_modules(node, package)
     return {m for m in found if m in MODULES and m != name}
+
+
+def imported_modules(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
+    """The modules one import statement in ``package`` names; ``from pkg import sub`` counts as ``pkg.sub`` when that is a module."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if node.level:
+        base = package.split(".")[: len(package.split(".")) - node.level + 1]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    subs = {f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in MODULES}
+    return subs or {target}  # parent packages are implied by every import: not edges
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -114,18 +119,8 @@ def all_imports(name: str) -> set[str]:
     hidden = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node) for n in ast.walk(node)}
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in hidden:
-            continue
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            subs = {f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in MODULES}
-            found |= subs or {target}
+        if id(node) not in hidden and isinstance(node, (ast.Import, ast.ImportFrom)):
+            found |= imported_modules(node, package)
     return {m for m in found if m in MODULES and m != name}
 
 
