@@ -130,6 +130,10 @@ class TestComparison:
         report["metrics"]["identity"] = identity
         cells = comparison_cells(comparison_rows([report])[0])
         assert cells[:7] == ["nodef", "95.0", "10.0", "facenet 20.0, dlib 15.0", "60.0 ± 10.0", "87.5", "90.0 ± 5.0"]
+        # a face recogniser judged alone (no evaluation model): the eval columns show nothing, not its numbers twice
+        report["metrics"]["evaluator"] = "facenet"
+        cells = comparison_cells(comparison_rows([report])[0])
+        assert cells[4] == "–" and cells[6] == "–" and cells[2] == "10.0"
 
     def test_write_comparison(self, tmp_path):
         rows = comparison_rows([_report("nodef", 0.95, 0.60), _report("midre", 0.90, 0.30)])

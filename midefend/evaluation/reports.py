@@ -422,6 +422,7 @@ def comparison_rows(reports: Sequence[dict[str, Any]], names: Sequence[str] | No
                 "delta": delta,
                 **{f"facenet_{key}": (m.get("facenet") or {}).get(key) for key in ("attack_acc_top1", "attack_acc_top5", "delta_face", "agreement")},
                 "identity": m.get("identity"),
+                "evaluator": m.get("evaluator"),
                 "no_accuracy_lost": no_loss,
                 "strongest_attack": report.get("strongest_attack") or report.get("attack", {}).get("attack"),
                 "std_over": m.get("std_over", "classes"),
@@ -440,14 +441,16 @@ COMPARISON_HEADER = ("model", "Acc (%)", "identity (%)", "judges @1 (%)", "eval 
 def comparison_cells(row: dict[str, Any]) -> list[str]:
     """The table cells of one row, in :data:`COMPARISON_HEADER` order."""
     head, judges, unconfirmed = _judge_cells(row.get("identity"))
+    # no evaluation model (a face recogniser judged alone): the "eval" columns have nothing to show
+    has_eval = row.get("evaluator") not in {j.get("name") for j in (row.get("identity") or {}).get("judges", [])}
     return [
         str(row["name"]),
         _pct(row.get("accuracy")),
         head,
         judges,
-        _pct(row["attack_acc_top1"], row.get("attack_acc_top1_std")),
+        _pct(row["attack_acc_top1"], row.get("attack_acc_top1_std")) if has_eval else "–",
         unconfirmed,
-        _pct(row["attack_acc_top5"], row.get("attack_acc_top5_std")),
+        _pct(row["attack_acc_top5"], row.get("attack_acc_top5_std")) if has_eval else "–",
         _num(row.get("knn_distance"), 2),
         _num(row.get("fid"), 1),
         _delta_text(row),
