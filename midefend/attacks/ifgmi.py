@@ -48,6 +48,7 @@ from ..errors import AttackError, ConfigError
 from ..models.images import adapt_images
 from .augment import draw_params, policy
 from .base import LatentAttack, _Context
+from .ppa import PPAAttack
 from .registry import register_attack
 
 #: Relative l1 radius of the default ball (see the module docstring and the radius curve in RESULTS.md).
@@ -96,18 +97,13 @@ class IFGMIAttack(LatentAttack):
     supports_adaptive = True
     in_portfolio = False
     defaults = {
-        "steps": 100,
-        "init_pool": 2000,
-        "candidates_factor": 4,
-        "selection_augs": 100,
-        "selection_scale": [0.5, 0.9],
-        "selection_ratio": [0.8, 1.2],
+        **PPAAttack.defaults,  # the latent search and the selection are PPA's
         "levels": [0, 1],
         "layer_steps": 50,
         "layer_lr": 0.01,
         "radius": DEFAULT_RADIUS,
     }
-    presets = {"fast": {"candidates_factor": 1, "selection_augs": 16, "selection_scale": None, "selection_ratio": [1.0, 1.0], "layer_steps": 25}}
+    presets = {"fast": {**PPAAttack.presets["fast"], "layer_steps": 25}}
 
     def __init__(self, preset: str | None = None, **options: Any) -> None:
         self._phase: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (level, centre, radius) while searching features
